@@ -1,0 +1,168 @@
+//! Benchmarks (`cargo xtask bench <name>`). Figures go to BENCHMARKS.md by hand, with the
+//! command that produced them. Timings live here, never in tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::ebpf::workspace_root;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Which benchmark: `capture` (cost of tracing a hot function).
+    pub name: String,
+    /// Calls per run.
+    #[arg(long, default_value_t = 200_000)]
+    pub calls: u64,
+    /// Runs per condition; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.name.as_str() {
+        "capture" => capture(&args),
+        other => bail!("unknown benchmark `{other}`; available: capture"),
+    }
+}
+
+/// Calls/s of `hot.c`'s functions untraced and traced, ns added per call, and whether every
+/// call became a record.
+fn capture(args: &Args) -> Result<()> {
+    ensure!(
+        is_root(),
+        "the capture benchmark attaches eBPF probes: run it as root"
+    );
+    let root = workspace_root();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "-p", "chronicle-cli"])
+        .current_dir(&root)
+        .status()?;
+    ensure!(status.success(), "building chronicle failed");
+    let chronicle = root.join("target/release/chronicle");
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let hot = dir.join("hot");
+    let status = Command::new("cc")
+        .args(["-g", "-O2", "-o"])
+        .arg(&hot)
+        .arg(root.join("tests/fixtures/hot.c"))
+        .status()
+        .context("running cc")?;
+    ensure!(status.success(), "compiling hot.c failed");
+
+    println!(
+        "capture benchmark: {} calls per run, median of {} runs, -O2 fixture",
+        args.calls, args.runs
+    );
+    println!(
+        "{:<34} {:>12} {:>14} {:>14} {:>16}",
+        "condition", "calls/s", "ns per call", "ns added", "records/calls"
+    );
+    for (function, mode) in [("cheap", "int"), ("label", "str")] {
+        let base = median(args.runs, || untraced(&hot, args.calls, mode))?;
+        let mut traced = Vec::new();
+        let mut complete = true;
+        let mut worst = (0, 0);
+        for run in 0..args.runs {
+            let db = dir.join(format!("bench-{function}-{run}.db"));
+            let _ = std::fs::remove_file(&db);
+            let (ns, records) = traced_run(&chronicle, &hot, &db, function, args.calls, mode)?;
+            traced.push(ns);
+            if records != args.calls {
+                complete = false;
+                worst = (records, args.calls);
+            }
+        }
+        traced.sort_unstable();
+        let traced_ns = traced[traced.len() / 2];
+        let per = |ns: u64| ns as f64 / args.calls as f64;
+        let label = format!("{function}({mode}) untraced");
+        println!(
+            "{label:<34} {:>12.0} {:>14.1} {:>14} {:>16}",
+            1e9 / per(base),
+            per(base),
+            "-",
+            "-"
+        );
+        let label = format!("{function}({mode}) traced");
+        let ratio = if complete {
+            "all".to_owned()
+        } else {
+            format!("{}/{}", worst.0, worst.1)
+        };
+        println!(
+            "{label:<34} {:>12.0} {:>14.1} {:>14.1} {:>16}",
+            1e9 / per(traced_ns),
+            per(traced_ns),
+            per(traced_ns) - per(base),
+            ratio
+        );
+    }
+    Ok(())
+}
+
+fn median(runs: usize, mut f: impl FnMut() -> Result<u64>) -> Result<u64> {
+    let mut v = (0..runs).map(|_| f()).collect::<Result<Vec<_>>>()?;
+    v.sort_unstable();
+    Ok(v[v.len() / 2])
+}
+
+fn parse_elapsed(stdout: &str) -> Result<u64> {
+    stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "elapsed_ns")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .context("hot printed no elapsed_ns")
+}
+
+fn untraced(hot: &Path, calls: u64, mode: &str) -> Result<u64> {
+    let out = Command::new(hot)
+        .arg(calls.to_string())
+        .arg(mode)
+        .output()?;
+    parse_elapsed(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn traced_run(
+    chronicle: &Path,
+    hot: &Path,
+    db: &PathBuf,
+    function: &str,
+    calls: u64,
+    mode: &str,
+) -> Result<(u64, u64)> {
+    let out = Command::new(chronicle)
+        .args(["attach", "--progress", "0", "--func", function, "--db"])
+        .arg(db)
+        .arg("--")
+        .arg(hot)
+        .arg(calls.to_string())
+        .arg(mode)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "chronicle attach failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ns = parse_elapsed(&String::from_utf8_lossy(&out.stdout))?;
+    let listed = Command::new(chronicle)
+        .args(["functions", "--json", "--db"])
+        .arg(db)
+        .output()?;
+    let list: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).context("chronicle functions --json")?;
+    let records = list[0]["calls"]
+        .as_u64()
+        .context("chronicle functions printed no calls count")?;
+    Ok((ns, records))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
