@@ -1,0 +1,37 @@
+//! Everything Chronicle knows about a binary without running it: ELF symbol tables
+//! (demangled Rust and C++ names), `/proc/PID/maps` and file offsets, build IDs, DWARF
+//! function signatures and types; capture plans compiled from them; decoding of fetched
+//! bytes into [`Value`]s. Nothing here knows about BPF or storage.
+
+pub mod demangle;
+pub mod dwarf;
+pub mod elf;
+pub mod maps;
+pub mod plan;
+pub mod resolve;
+pub mod value;
+
+pub use demangle::demangle;
+pub use dwarf::{DebugInfo, DwarfError, Param, Signature, Type};
+pub use elf::{ElfError, ElfFile, ElfKind, FunctionSymbol};
+pub use maps::{MappedObject, Mapping, MapsError, ProcessMaps};
+pub use plan::{
+    DecodedArgs, Fetch, FetchKind, FetchResult, FunctionPlan, PlanLimits, Register, compile,
+};
+pub use resolve::{ResolveError, ResolvedFunction, resolve};
+pub use value::Value;
+
+#[cfg(test)]
+mod tests {
+    /// The agent shares these between threads.
+    #[test]
+    fn thread_safe() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::ElfFile>();
+        check::<crate::DebugInfo>();
+        check::<crate::FunctionPlan>();
+        check::<crate::ProcessMaps>();
+        check::<crate::ResolveError>();
+        check::<crate::DwarfError>();
+    }
+}
