@@ -1,0 +1,16 @@
+//! Chronicle records what functions of a running program receive and return.
+//!
+//! This crate is the library side of it: the [`CallRecord`], the [`storage`] backends and
+//! the [`writer`] that feeds them off the capture path, the [`export`] format, and the
+//! [`time`] formatting they share.
+
+pub mod export;
+pub mod record;
+pub mod storage;
+pub mod time;
+pub mod writer;
+
+#[cfg(test)]
+mod test_util;
+
+pub use record::{CallRecord, Status, Value};

@@ -1,0 +1,72 @@
+//! The call record: one call of one function, as captured, whatever captured it.
+
+use std::time::SystemTime;
+
+pub use chronicle_symbols::Value;
+
+/// How a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Returned normally.
+    Ok,
+    /// Returned an error (`Err(..)`, or an error return the capture knows about).
+    Error,
+    /// Never returned normally: the thread unwound past it (exception, panic, longjmp) or
+    /// exited, or tracing stopped while it was still running.
+    Unwound,
+}
+
+impl Status {
+    /// The export-format name: `ok`, `error` or `unwound`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Error => "error",
+            Status::Unwound => "unwound",
+        }
+    }
+
+    /// Parses an export-format name.
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "ok" => Some(Status::Ok),
+            "error" => Some(Status::Error),
+            "unwound" => Some(Status::Unwound),
+            _ => None,
+        }
+    }
+}
+
+/// One captured call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallRecord {
+    /// Assigned by the store; `None` until the record is written.
+    pub id: Option<i64>,
+    /// Demangled function name (`orders::process_order`), without a Rust hash suffix.
+    pub function: String,
+    /// Path of the binary or shared library the function lives in.
+    pub binary: String,
+    /// GNU build ID of that binary, hex; empty when it has none.
+    pub build_id: String,
+    pub pid: u32,
+    pub tid: u32,
+    /// Wall-clock time the call started.
+    pub timestamp: SystemTime,
+    /// `None` for calls that never returned.
+    pub duration_ns: Option<u64>,
+    pub status: Status,
+    /// Parameter name → value, in declaration order. Parameters that could not be read are
+    /// absent here and present in `unavailable`.
+    pub args: Vec<(String, Value)>,
+    /// The return value; `None` for `void` functions and for calls that did not return.
+    pub ret: Option<Value>,
+    /// Value name (parameter name, or `return`) → reason it was not read exactly.
+    pub unavailable: Vec<(String, String)>,
+}
+
+impl CallRecord {
+    /// A record can be replayed when every input was read exactly.
+    pub fn replayable(&self) -> bool {
+        !self.unavailable.iter().any(|(name, _)| name != "return")
+    }
+}

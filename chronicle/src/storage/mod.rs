@@ -1,0 +1,367 @@
+//! Where call records are kept: the [`Storage`] trait, its SQLite backend, and the helpers
+//! every backend and the CLI share (summaries, percentiles, function-name matching).
+//!
+//! Backends store values in a lossless encoding of their own (see `codec`), never in the
+//! export format, so that what is read back is exactly what was captured.
+
+mod codec;
+pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod story;
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use crate::record::{CallRecord, Status};
+
+pub use codec::DecodeError;
+
+/// A store of call records.
+///
+/// Methods that only read take `&self`; a backend whose client needs `&mut` to query (as the
+/// `postgres` crate's does) keeps it in a `RefCell`, which `Send` allows.
+pub trait Storage: Send {
+    /// Writes `records` in one transaction: all or none. Assigns each record's `id`
+    /// (any id it had is replaced); ids grow with insertion order and are never reused.
+    fn insert(&mut self, records: &mut [CallRecord]) -> Result<(), StorageError>;
+
+    /// One summary per recorded function, sorted by function name.
+    fn functions(&self) -> Result<Vec<FunctionSummary>, StorageError>;
+
+    /// The records that match `query`, oldest first (ties in order of insertion).
+    fn records(&self, query: &RecordQuery) -> Result<Vec<CallRecord>, StorageError>;
+
+    /// The names of all recorded functions, sorted.
+    fn function_names(&self) -> Result<Vec<String>, StorageError>;
+}
+
+/// Which records [`Storage::records`] returns. The default matches every record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordQuery {
+    /// Only calls of this function (exact name; see [`match_function`]).
+    pub function: Option<String>,
+    /// Only calls that ended this way.
+    pub status: Option<Status>,
+    /// Only calls that started at or after this instant.
+    pub since: Option<SystemTime>,
+    /// Only calls that started before this instant.
+    pub until: Option<SystemTime>,
+    /// At most this many records: the oldest that match.
+    pub limit: Option<usize>,
+}
+
+/// What the store knows about one function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionSummary {
+    pub function: String,
+    pub calls: u64,
+    /// Calls with status `error`.
+    pub errors: u64,
+    /// Calls with status `unwound`.
+    pub unwound: u64,
+    /// Median duration of the calls that returned (`ok` or `error`); `None` when none did.
+    pub p50_ns: Option<u64>,
+    /// 99th-percentile duration of the calls that returned.
+    pub p99_ns: Option<u64>,
+    /// Start of the oldest call.
+    pub first_seen: SystemTime,
+    /// Start of the newest call.
+    pub last_seen: SystemTime,
+    /// Build IDs seen, in order of first appearance; binaries without one are left out.
+    pub build_ids: Vec<String>,
+    /// Binary paths seen, in order of first appearance.
+    pub binaries: Vec<String>,
+}
+
+/// Why a store could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(
+        "cannot create database {}: directory {} does not exist; create it or choose another path",
+        path.display(), directory.display()
+    )]
+    MissingDirectory { path: PathBuf, directory: PathBuf },
+    #[error("no database at {}; record some calls first or choose another path", path.display())]
+    NotFound { path: PathBuf },
+    #[error(
+        "{} is not a SQLite database; choose another path or move the file out of the way",
+        path.display()
+    )]
+    NotADatabase { path: PathBuf },
+    #[error(
+        "database {} has schema version {found}, newer than the {supported} this chronicle \
+         knows; upgrade chronicle",
+        path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("cannot open database {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot apply migration {version} to database {}", path.display())]
+    Migration {
+        path: PathBuf,
+        version: u32,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("sqlite failed while {operation}")]
+    Sqlite {
+        operation: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("record {id} has an unreadable `{column}` column")]
+    Corrupt {
+        id: i64,
+        column: &'static str,
+        #[source]
+        source: DecodeError,
+    },
+    #[error(
+        "a call of {function} has a value `{name}` nested deeper than {} levels; it cannot be \
+         stored",
+        codec::MAX_DEPTH
+    )]
+    ValueTooDeep { function: String, name: String },
+    #[error("a call of {function} has a {field} outside the range the store can hold")]
+    OutOfRange {
+        function: String,
+        field: &'static str,
+    },
+    #[error("{failed_records} records in {failed_batches} batches could not be written")]
+    WritesFailed {
+        failed_batches: u64,
+        failed_records: u64,
+        /// The first failure.
+        #[source]
+        source: Box<StorageError>,
+    },
+    #[error("the storage writer thread panicked")]
+    WriterPanicked,
+}
+
+/// A function name that does not name exactly one recorded function.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoSuchFunction {
+    #[error(
+        "no function named `{query}` has been recorded{}; run `chronicle functions` to list \
+         the recorded functions",
+        closest_hint(closest)
+    )]
+    NotFound { query: String, closest: Vec<String> },
+    #[error(
+        "`{query}` matches several recorded functions ({}); pass the full name, or run \
+         `chronicle functions` to list them",
+        matches.join(", ")
+    )]
+    Ambiguous { query: String, matches: Vec<String> },
+}
+
+fn closest_hint(closest: &[String]) -> String {
+    if closest.is_empty() {
+        String::new()
+    } else {
+        format!(" (closest: {})", closest.join(", "))
+    }
+}
+
+/// Resolves a function name given by a user against the recorded names: an exact match, else
+/// the one name that ends in `::query` (`process_order` finds `orders::process_order`).
+pub fn match_function(query: &str, known: &[String]) -> Result<String, NoSuchFunction> {
+    if let Some(exact) = known.iter().find(|name| *name == query) {
+        return Ok(exact.clone());
+    }
+    let suffix = format!("::{query}");
+    let matches: Vec<String> = known
+        .iter()
+        .filter(|name| name.ends_with(&suffix))
+        .cloned()
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.into_iter().next().expect("one match")),
+        0 => Err(NoSuchFunction::NotFound {
+            query: query.to_owned(),
+            closest: closest(query, known),
+        }),
+        _ => Err(NoSuchFunction::Ambiguous {
+            query: query.to_owned(),
+            matches,
+        }),
+    }
+}
+
+/// Up to three known names that look like a misspelling of `query`, best first: compared
+/// case-insensitively with the whole name and with its last `::` segment.
+fn closest(query: &str, known: &[String]) -> Vec<String> {
+    let query = query.to_lowercase();
+    let threshold = (query.chars().count() / 3).max(2);
+    let mut scored: Vec<(usize, &String)> = known
+        .iter()
+        .filter_map(|name| {
+            let lower = name.to_lowercase();
+            let last = lower.rsplit("::").next().unwrap_or(&lower);
+            let distance = if lower.contains(&query) {
+                0
+            } else {
+                edit_distance(&query, &lower).min(edit_distance(&query, last))
+            };
+            (distance <= threshold).then_some((distance, name))
+        })
+        .collect();
+    scored.sort();
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(_, name)| name.clone())
+        .collect()
+}
+
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The `p`th percentile (0–100) of `sorted` by the nearest-rank method: the smallest value
+/// that at least `p`% of the values are less than or equal to.
+pub(crate) fn percentile(sorted: &[u64], p: u32) -> Option<u64> {
+    debug_assert!(sorted.is_sorted());
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (sorted.len() * p as usize).div_ceil(100).max(1);
+    Some(sorted[rank - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(percentile(&[7], 50), Some(7));
+        assert_eq!(percentile(&[7], 99), Some(7));
+        assert_eq!(percentile(&[1, 2], 50), Some(1));
+        assert_eq!(percentile(&[1, 2, 3], 50), Some(2));
+        assert_eq!(percentile(&[1, 2, 3, 4], 50), Some(2));
+        assert_eq!(percentile(&[1, 2, 3, 4], 99), Some(4));
+        assert_eq!(percentile(&[1, 2, 3, 4], 0), Some(1));
+        assert_eq!(percentile(&[1, 2, 3, 4], 100), Some(4));
+        let hundred: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&hundred, 50), Some(50));
+        assert_eq!(percentile(&hundred, 99), Some(99));
+        let thousand: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&thousand, 99), Some(990));
+        assert_eq!(percentile(&thousand, 50), Some(500));
+    }
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    #[track_caller]
+    fn check(query: &str, known: &[&str], expect: Result<&str, &str>) {
+        let got = match_function(query, &names(known)).map_err(|error| error.to_string());
+        assert_eq!(got.as_deref().map_err(String::as_str), expect);
+    }
+
+    #[test]
+    fn matches_function_names() {
+        let known = [
+            "orders::process_order",
+            "orders::validate",
+            "payments::validate",
+            "process_order_batch",
+            "main",
+        ];
+        check("main", &known, Ok("main"));
+        check("orders::process_order", &known, Ok("orders::process_order"));
+        check("process_order", &known, Ok("orders::process_order"));
+        check("orders::validate", &known, Ok("orders::validate"));
+        check(
+            "validate",
+            &known,
+            Err(
+                "`validate` matches several recorded functions (orders::validate, \
+                 payments::validate); pass the full name, or run `chronicle functions` to \
+                 list them",
+            ),
+        );
+        check(
+            "proces_order",
+            &known,
+            Err(
+                "no function named `proces_order` has been recorded (closest: \
+                 orders::process_order); run `chronicle functions` to list the recorded \
+                 functions",
+            ),
+        );
+        check(
+            "Main",
+            &known,
+            Err(
+                "no function named `Main` has been recorded (closest: main); run \
+                 `chronicle functions` to list the recorded functions",
+            ),
+        );
+        check(
+            "rs::validate",
+            &known,
+            Err(
+                "no function named `rs::validate` has been recorded (closest: \
+                 orders::validate, payments::validate); run `chronicle functions` to list \
+                 the recorded functions",
+            ),
+        );
+        check(
+            "zzz",
+            &known,
+            Err(
+                "no function named `zzz` has been recorded; run `chronicle functions` to \
+                 list the recorded functions",
+            ),
+        );
+        check(
+            "main",
+            &[],
+            Err(
+                "no function named `main` has been recorded; run `chronicle functions` to \
+                 list the recorded functions",
+            ),
+        );
+        // Only whole `::` segments match, but a substring is offered as the closest name.
+        assert_eq!(
+            match_function("der", &names(&["orders::process_order"])),
+            Err(NoSuchFunction::NotFound {
+                query: "der".into(),
+                closest: names(&["orders::process_order"])
+            })
+        );
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("µs", "us"), 1);
+    }
+}

@@ -1,0 +1,585 @@
+//! The embedded default store: one SQLite file in WAL mode.
+//!
+//! WAL lets `chronicle functions` or the dashboard read while an agent writes;
+//! `synchronous=NORMAL` is durable across application crashes (a power loss may lose the
+//! last transactions, never corrupt the file), which is the right trade for recordings.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params, params_from_iter};
+
+use super::codec::{self, DecodeError};
+use super::{FunctionSummary, RecordQuery, Storage, StorageError, percentile};
+use crate::record::{CallRecord, Status};
+use crate::time;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+/// Never edit one that has landed: append a new file.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_initial.sql")];
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const INSERT: &str = "INSERT INTO records \
+    (function, binary, build_id, pid, tid, timestamp_ns, duration_ns, status, args, ret, \
+     unavailable, replayable) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+const SELECT: &str = "SELECT id, function, binary, build_id, pid, tid, timestamp_ns, \
+    duration_ns, status, args, ret, unavailable FROM records";
+
+/// A SQLite file holding call records.
+#[derive(Debug)]
+pub struct SqliteStorage {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStorage {
+    /// Opens the database at `path`, creating it (but not its directory) when missing, and
+    /// brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        if let Some(directory) = path.parent().filter(|dir| !dir.as_os_str().is_empty())
+            && !directory.is_dir()
+        {
+            return Err(StorageError::MissingDirectory {
+                path: path.to_owned(),
+                directory: directory.to_owned(),
+            });
+        }
+        Self::open_with(path, OpenFlags::SQLITE_OPEN_CREATE)
+    }
+
+    /// Opens the database at `path` only if it exists: for readers, which must not leave an
+    /// empty database behind when given a wrong path.
+    pub fn open_existing(path: &Path) -> Result<Self, StorageError> {
+        if !path.exists() {
+            return Err(StorageError::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        Self::open_with(path, OpenFlags::empty())
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open_with(path: &Path, create: OpenFlags) -> Result<Self, StorageError> {
+        // Without SQLITE_OPEN_URI, so that a file named `file:x` is just a file.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | create;
+        let open_error = |source: rusqlite::Error| match source.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => StorageError::NotADatabase {
+                path: path.to_owned(),
+            },
+            Some(ErrorCode::CannotOpen) if !path.exists() => StorageError::NotFound {
+                path: path.to_owned(),
+            },
+            _ => StorageError::Open {
+                path: path.to_owned(),
+                source,
+            },
+        };
+        let mut conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+        // The first statement that reads the file: a file that is not a database fails here.
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+            .map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_error)?;
+        migrate(&mut conn, path)?;
+        Ok(SqliteStorage {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The schema version: how many migrations have been applied.
+    pub fn schema_version(&self) -> Result<u32, StorageError> {
+        user_version(&self.conn).map_err(sqlite("reading the schema version"))
+    }
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StorageError> {
+    let supported = u32::try_from(MIGRATIONS.len()).expect("a few migrations");
+    let open_error = |source| StorageError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    if user_version(conn).map_err(open_error)? == supported {
+        return Ok(());
+    }
+    // IMMEDIATE takes the write lock before reading the version again, so two processes
+    // opening a new file at once do not both apply the same migration.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(open_error)?;
+    let found = user_version(&tx).map_err(open_error)?;
+    if found > supported {
+        return Err(StorageError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            supported,
+        });
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS).skip(found as usize) {
+        let migration_error = |source| StorageError::Migration {
+            path: path.to_owned(),
+            version,
+            source,
+        };
+        tx.execute_batch(sql).map_err(migration_error)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(migration_error)?;
+    }
+    tx.commit().map_err(open_error)
+}
+
+/// An integer column that holds a `u64` below 2^63 (rusqlite reads `u64` only with its
+/// `fallible_uint` feature).
+fn non_negative(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    let n: i64 = row.get(index)?;
+    u64::try_from(n).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Integer,
+            Box::new(e),
+        )
+    })
+}
+
+fn sqlite(operation: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
+    move |source| StorageError::Sqlite { operation, source }
+}
+
+/// A record's columns, encoded.
+struct Row {
+    timestamp_ns: i64,
+    duration_ns: Option<i64>,
+    args: String,
+    ret: Option<String>,
+    unavailable: String,
+}
+
+impl Row {
+    fn encode(record: &CallRecord) -> Result<Row, StorageError> {
+        let out_of_range = |field| StorageError::OutOfRange {
+            function: record.function.clone(),
+            field,
+        };
+        let too_deep = |name: &str| StorageError::ValueTooDeep {
+            function: record.function.clone(),
+            name: name.to_owned(),
+        };
+        let args = codec::encode_fields(&record.args).map_err(|codec::TooDeep| {
+            let (name, _) = record
+                .args
+                .iter()
+                .find(|(_, value)| codec::encode_value(value).is_err())
+                .expect("the argument that is too deep");
+            too_deep(name)
+        })?;
+        Ok(Row {
+            timestamp_ns: time::to_unix_nanos(record.timestamp)
+                .ok_or_else(|| out_of_range("timestamp"))?,
+            duration_ns: record
+                .duration_ns
+                .map(i64::try_from)
+                .transpose()
+                .map_err(|_| out_of_range("duration"))?,
+            args,
+            ret: record
+                .ret
+                .as_ref()
+                .map(codec::encode_value)
+                .transpose()
+                .map_err(|codec::TooDeep| too_deep("return"))?,
+            unavailable: serde_json::to_string(&record.unavailable)
+                .expect("string pairs always serialize"),
+        })
+    }
+}
+
+fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallRecord, StorageError> {
+    let read = sqlite("reading records");
+    let id: i64 = row.get(0).map_err(&read)?;
+    let corrupt = |column| move |source| StorageError::Corrupt { id, column, source };
+    let status: String = row.get(8).map_err(&read)?;
+    let status = Status::parse(&status).ok_or_else(|| {
+        corrupt("status")(DecodeError::Unexpected {
+            expected: "ok, error or unwound",
+            found: status,
+        })
+    })?;
+    let duration_ns = match row.get::<_, Option<i64>>(7).map_err(&read)? {
+        None => None,
+        Some(ns) => Some(u64::try_from(ns).map_err(|_| {
+            corrupt("duration_ns")(DecodeError::Unexpected {
+                expected: "a duration of zero or more",
+                found: ns.to_string(),
+            })
+        })?),
+    };
+    let args: String = row.get(9).map_err(&read)?;
+    let ret: Option<String> = row.get(10).map_err(&read)?;
+    let unavailable: String = row.get(11).map_err(&read)?;
+    Ok(CallRecord {
+        id: Some(id),
+        function: row.get(1).map_err(&read)?,
+        binary: row.get(2).map_err(&read)?,
+        build_id: row.get(3).map_err(&read)?,
+        pid: row.get(4).map_err(&read)?,
+        tid: row.get(5).map_err(&read)?,
+        timestamp: time::from_unix_nanos(row.get(6).map_err(&read)?),
+        duration_ns,
+        status,
+        args: codec::decode_fields(&args).map_err(corrupt("args"))?,
+        ret: ret
+            .as_deref()
+            .map(codec::decode_value)
+            .transpose()
+            .map_err(corrupt("ret"))?,
+        unavailable: serde_json::from_str(&unavailable)
+            .map_err(|e| corrupt("unavailable")(DecodeError::Json(e)))?,
+    })
+}
+
+impl Storage for SqliteStorage {
+    fn insert(&mut self, records: &mut [CallRecord]) -> Result<(), StorageError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let write = sqlite("inserting records");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&write)?;
+        let mut ids = Vec::with_capacity(records.len());
+        {
+            let mut insert = tx.prepare_cached(INSERT).map_err(&write)?;
+            for record in records.iter() {
+                let row = Row::encode(record)?;
+                insert
+                    .execute(params![
+                        record.function,
+                        record.binary,
+                        record.build_id,
+                        record.pid,
+                        record.tid,
+                        row.timestamp_ns,
+                        row.duration_ns,
+                        record.status.as_str(),
+                        row.args,
+                        row.ret,
+                        row.unavailable,
+                        record.replayable(),
+                    ])
+                    .map_err(&write)?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit().map_err(&write)?;
+        // Only now: a failed transaction must not leave ids on records that were not stored.
+        for (record, id) in records.iter_mut().zip(ids) {
+            record.id = Some(id);
+        }
+        Ok(())
+    }
+
+    fn functions(&self) -> Result<Vec<FunctionSummary>, StorageError> {
+        let read = sqlite("summarizing functions");
+        let mut totals = self
+            .conn
+            .prepare_cached(
+                "SELECT function, COUNT(*), SUM(status = 'error'), SUM(status = 'unwound'), \
+                 MIN(timestamp_ns), MAX(timestamp_ns) \
+                 FROM records GROUP BY function ORDER BY function",
+            )
+            .map_err(&read)?;
+        let mut durations = self
+            .conn
+            .prepare_cached(
+                "SELECT duration_ns FROM records \
+                 WHERE function = ?1 AND duration_ns IS NOT NULL AND status != 'unwound' \
+                 ORDER BY duration_ns",
+            )
+            .map_err(&read)?;
+        let mut builds = self
+            .conn
+            .prepare_cached(
+                "SELECT build_id, binary FROM records WHERE function = ?1 \
+                 GROUP BY build_id, binary ORDER BY MIN(timestamp_ns), MIN(id)",
+            )
+            .map_err(&read)?;
+
+        let mut summaries = Vec::new();
+        let mut rows = totals.query([]).map_err(&read)?;
+        while let Some(row) = rows.next().map_err(&read)? {
+            let function: String = row.get(0).map_err(&read)?;
+            let sorted = durations
+                .query_map([&function], |row| non_negative(row, 0))
+                .map_err(&read)?
+                .collect::<Result<Vec<u64>, _>>()
+                .map_err(&read)?;
+            let mut build_ids = Vec::new();
+            let mut binaries = Vec::new();
+            let mut seen = builds.query([&function]).map_err(&read)?;
+            while let Some(build) = seen.next().map_err(&read)? {
+                let build_id: String = build.get(0).map_err(&read)?;
+                let binary: String = build.get(1).map_err(&read)?;
+                if !build_id.is_empty() && !build_ids.contains(&build_id) {
+                    build_ids.push(build_id);
+                }
+                if !binaries.contains(&binary) {
+                    binaries.push(binary);
+                }
+            }
+            summaries.push(FunctionSummary {
+                function,
+                calls: non_negative(row, 1).map_err(&read)?,
+                errors: non_negative(row, 2).map_err(&read)?,
+                unwound: non_negative(row, 3).map_err(&read)?,
+                p50_ns: percentile(&sorted, 50),
+                p99_ns: percentile(&sorted, 99),
+                first_seen: time::from_unix_nanos(row.get(4).map_err(&read)?),
+                last_seen: time::from_unix_nanos(row.get(5).map_err(&read)?),
+                build_ids,
+                binaries,
+            });
+        }
+        Ok(summaries)
+    }
+
+    fn records(&self, query: &RecordQuery) -> Result<Vec<CallRecord>, StorageError> {
+        let read = sqlite("reading records");
+        let mut conditions = Vec::new();
+        let mut values = Vec::new();
+        if let Some(function) = &query.function {
+            conditions.push("function = ?");
+            values.push(SqlValue::Text(function.clone()));
+        }
+        if let Some(status) = query.status {
+            conditions.push("status = ?");
+            values.push(SqlValue::Text(status.as_str().to_owned()));
+        }
+        // An instant beyond what the store can hold is before or after every record.
+        if let Some(since) = query.since {
+            conditions.push("timestamp_ns >= ?");
+            values.push(SqlValue::Integer(time::to_unix_nanos(since).unwrap_or(
+                if since < std::time::UNIX_EPOCH {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                },
+            )));
+        }
+        if let Some(until) = query.until {
+            conditions.push("timestamp_ns < ?");
+            values.push(SqlValue::Integer(time::to_unix_nanos(until).unwrap_or(
+                if until < std::time::UNIX_EPOCH {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                },
+            )));
+        }
+        let mut sql = SELECT.to_owned();
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(" ORDER BY timestamp_ns, id LIMIT ?");
+        // A negative LIMIT means no limit in SQLite.
+        values.push(SqlValue::Integer(
+            query
+                .limit
+                .map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX)),
+        ));
+
+        let mut select = self.conn.prepare_cached(&sql).map_err(&read)?;
+        let mut rows = select.query(params_from_iter(values)).map_err(&read)?;
+        let mut records = Vec::new();
+        while let Some(row) = rows.next().map_err(&read)? {
+            records.push(decode_row(row)?);
+        }
+        Ok(records)
+    }
+
+    fn function_names(&self) -> Result<Vec<String>, StorageError> {
+        let read = sqlite("listing functions");
+        let mut select = self
+            .conn
+            .prepare_cached("SELECT DISTINCT function FROM records ORDER BY function")
+            .map_err(&read)?;
+        select
+            .query_map([], |row| row.get(0))
+            .map_err(&read)?
+            .collect::<Result<_, _>>()
+            .map_err(&read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::TempDir;
+
+    #[test]
+    fn story() {
+        let dir = TempDir::new();
+        let mut storage = SqliteStorage::open(&dir.path().join("chronicle.db")).unwrap();
+        super::super::story::story(&mut storage);
+    }
+
+    #[test]
+    fn persists_and_migrates_once() {
+        let dir = TempDir::new();
+        let path = dir.path().join("chronicle.db");
+        let mut records = vec![crate::storage::story::record("f", 1, 10)];
+        {
+            let mut storage = SqliteStorage::open(&path).unwrap();
+            assert_eq!(storage.schema_version().unwrap(), 1);
+            storage.insert(&mut records).unwrap();
+        }
+        let storage = SqliteStorage::open_existing(&path).unwrap();
+        assert_eq!(storage.schema_version().unwrap(), 1);
+        assert_eq!(storage.path(), path);
+        assert_eq!(storage.records(&RecordQuery::default()).unwrap(), records);
+        let mode: String = storage
+            .conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let synchronous: i64 = storage
+            .conn
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 1, "NORMAL");
+    }
+
+    #[test]
+    fn missing_directory() {
+        let dir = TempDir::new();
+        let path = dir.path().join("nope").join("chronicle.db");
+        let error = SqliteStorage::open(&path).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "cannot create database {}: directory {} does not exist; create it or choose \
+                 another path",
+                path.display(),
+                dir.path().join("nope").display()
+            )
+        );
+        assert!(!dir.path().join("nope").exists());
+    }
+
+    #[test]
+    fn missing_file_is_not_created_by_readers() {
+        let dir = TempDir::new();
+        let path = dir.path().join("chronicle.db");
+        let error = SqliteStorage::open_existing(&path).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "no database at {}; record some calls first or choose another path",
+                path.display()
+            )
+        );
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn not_a_database() {
+        let dir = TempDir::new();
+        let path = dir.path().join("notes.txt");
+        std::fs::write(
+            &path,
+            "these are not the records you are looking for\n".repeat(20),
+        )
+        .unwrap();
+        for error in [
+            SqliteStorage::open(&path).unwrap_err(),
+            SqliteStorage::open_existing(&path).unwrap_err(),
+        ] {
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "{} is not a SQLite database; choose another path or move the file out of \
+                     the way",
+                    path.display()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn newer_schema() {
+        let dir = TempDir::new();
+        let path = dir.path().join("chronicle.db");
+        drop(SqliteStorage::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 7)
+            .unwrap();
+        assert_eq!(
+            SqliteStorage::open(&path).unwrap_err().to_string(),
+            format!(
+                "database {} has schema version 7, newer than the 1 this chronicle knows; \
+                 upgrade chronicle",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn corrupt_rows_name_the_record() {
+        let dir = TempDir::new();
+        let path = dir.path().join("chronicle.db");
+        let mut storage = SqliteStorage::open(&path).unwrap();
+        storage
+            .insert(&mut [crate::storage::story::record("f", 1, 10)])
+            .unwrap();
+        storage
+            .conn
+            .execute("UPDATE records SET args = '[\"a\", 5]'", [])
+            .unwrap();
+        let error = storage.records(&RecordQuery::default()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "record 1 has an unreadable `args` column"
+        );
+        assert_eq!(
+            std::error::Error::source(&error).unwrap().to_string(),
+            "expected a tagged value, found `5`"
+        );
+    }
+
+    #[test]
+    fn too_deep_values_are_refused_whole() {
+        let dir = TempDir::new();
+        let mut storage = SqliteStorage::open(&dir.path().join("chronicle.db")).unwrap();
+        let mut deep = crate::Value::Null;
+        for _ in 0..codec::MAX_DEPTH {
+            deep = crate::Value::Array(vec![deep]);
+        }
+        let mut fine = crate::storage::story::record("f", 1, 10);
+        let mut bad = crate::storage::story::record("g", 2, 10);
+        bad.args.push(("list".into(), deep));
+        fine.id = None;
+        let mut batch = [fine, bad];
+        assert_eq!(
+            storage.insert(&mut batch).unwrap_err().to_string(),
+            "a call of g has a value `list` nested deeper than 60 levels; it cannot be stored"
+        );
+        assert_eq!(batch[0].id, None);
+        assert_eq!(storage.records(&RecordQuery::default()).unwrap(), vec![]);
+    }
+}

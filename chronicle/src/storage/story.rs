@@ -1,0 +1,297 @@
+//! The storage story: one test of the whole [`Storage`] contract that every backend runs
+//! against a fresh, empty store.
+
+use std::time::SystemTime;
+
+use super::{FunctionSummary, RecordQuery, Storage};
+use crate::record::{CallRecord, Status, Value};
+use crate::time::from_unix_nanos;
+
+pub(crate) const BUILD_A: &str = "0123456789abcdef0123456789abcdef01234567";
+pub(crate) const BUILD_B: &str = "fedcba9876543210fedcba9876543210fedcba98";
+
+/// 2026-11-26T19:30:01Z plus `secs`.
+pub(crate) fn at(secs: i64) -> SystemTime {
+    from_unix_nanos(1_795_721_401_000_000_000 + secs * 1_000_000_000)
+}
+
+/// A plain successful call of `function` that started `secs` after the story's epoch.
+pub(crate) fn record(function: &str, secs: i64, duration_ns: u64) -> CallRecord {
+    CallRecord {
+        id: None,
+        function: function.into(),
+        binary: "/usr/bin/orders".into(),
+        build_id: BUILD_A.into(),
+        pid: 4242,
+        tid: 4243,
+        timestamp: at(secs),
+        duration_ns: Some(duration_ns),
+        status: Status::Ok,
+        args: vec![("id".into(), Value::UInt(7))],
+        ret: Some(Value::Bool(true)),
+        unavailable: vec![],
+    }
+}
+
+fn s(text: &str) -> Value {
+    Value::Str(text.into())
+}
+
+fn query(function: &str) -> RecordQuery {
+    RecordQuery {
+        function: Some(function.into()),
+        ..RecordQuery::default()
+    }
+}
+
+const PROCESS: &str = "orders::process_order";
+const VALIDATE: &str = "orders::validate";
+
+/// Runs the story against `storage`, which must be empty.
+pub(crate) fn story(storage: &mut dyn Storage) {
+    // An empty store.
+    assert_eq!(storage.functions().unwrap(), vec![]);
+    assert_eq!(storage.function_names().unwrap(), Vec::<String>::new());
+    assert_eq!(storage.records(&RecordQuery::default()).unwrap(), vec![]);
+    storage.insert(&mut []).unwrap();
+    assert_eq!(storage.records(&RecordQuery::default()).unwrap(), vec![]);
+
+    // Every kind of value, and the distinctions the export format loses.
+    let mut rich = record(PROCESS, 2, 300);
+    rich.args = vec![
+        (
+            "order".into(),
+            Value::Struct(vec![
+                ("zone".into(), Value::Enum("EU".into())),
+                ("amount".into(), Value::UInt(u64::MAX)),
+                ("delta".into(), Value::Int(i64::MIN)),
+                ("ratio".into(), Value::Float(0.1)),
+                ("note".into(), s("EU")),
+                ("raw".into(), Value::Bytes(vec![0xff, 0x00])),
+                ("next".into(), Value::Ptr(0x7ffd_1000)),
+                ("parent".into(), Value::Null),
+                (
+                    "tags".into(),
+                    Value::Array(vec![s("a"), Value::Bool(false)]),
+                ),
+            ]),
+        ),
+        ("zflag".into(), Value::Bool(true)),
+        ("amount".into(), Value::Int(-1)),
+    ];
+    rich.ret = Some(Value::Variant(
+        "Ok".into(),
+        Box::new(Value::Struct(vec![("id".into(), Value::UInt(99))])),
+    ));
+    let mut failed = record(PROCESS, 1, 100);
+    failed.status = Status::Error;
+    failed.ret = Some(Value::Variant("Err".into(), Box::new(s("no stock"))));
+    let mut unwound = record(VALIDATE, 0, 0);
+    unwound.status = Status::Unwound;
+    unwound.duration_ns = None;
+    unwound.ret = None;
+    unwound.args = vec![];
+    unwound.unavailable = vec![
+        ("order".into(), "unmapped pointer 0x10".into()),
+        ("return".into(), "did not return".into()),
+    ];
+    let mut newer = record(PROCESS, 3, 200);
+    newer.build_id = BUILD_B.into();
+    newer.binary = "/opt/orders-v2".into();
+    newer.tid = 5000;
+    // Same start as `failed`: ties come back in insertion order.
+    let mut tie = record(PROCESS, 1, 100);
+    tie.args = vec![];
+    tie.ret = Some(Value::Null);
+
+    let mut batch = vec![rich, failed, unwound, newer, tie];
+    storage.insert(&mut batch).unwrap();
+    let ids: Vec<i64> = batch.iter().map(|r| r.id.expect("id assigned")).collect();
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "ids grow: {ids:?}"
+    );
+    let [rich, failed, unwound, newer, tie] = <[CallRecord; 5]>::try_from(batch).unwrap();
+
+    // Queries: oldest first, exact values back.
+    assert_eq!(
+        storage.records(&query(PROCESS)).unwrap(),
+        vec![failed.clone(), tie.clone(), rich.clone(), newer.clone()]
+    );
+    assert_eq!(
+        storage.records(&query(VALIDATE)).unwrap(),
+        vec![unwound.clone()]
+    );
+    assert_eq!(
+        storage.records(&RecordQuery::default()).unwrap(),
+        vec![
+            unwound.clone(),
+            failed.clone(),
+            tie.clone(),
+            rich.clone(),
+            newer.clone()
+        ]
+    );
+    assert_eq!(
+        storage
+            .records(&RecordQuery {
+                limit: Some(2),
+                ..query(PROCESS)
+            })
+            .unwrap(),
+        vec![failed.clone(), tie.clone()]
+    );
+    assert_eq!(
+        storage
+            .records(&RecordQuery {
+                limit: Some(0),
+                ..query(PROCESS)
+            })
+            .unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        storage
+            .records(&RecordQuery {
+                status: Some(Status::Error),
+                ..RecordQuery::default()
+            })
+            .unwrap(),
+        vec![failed.clone()]
+    );
+    assert_eq!(
+        storage
+            .records(&RecordQuery {
+                status: Some(Status::Unwound),
+                ..query(PROCESS)
+            })
+            .unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        storage
+            .records(&RecordQuery {
+                since: Some(at(2)),
+                ..RecordQuery::default()
+            })
+            .unwrap(),
+        vec![rich.clone(), newer.clone()]
+    );
+    assert_eq!(
+        storage
+            .records(&RecordQuery {
+                until: Some(at(2)),
+                ..RecordQuery::default()
+            })
+            .unwrap(),
+        vec![unwound.clone(), failed.clone(), tie.clone()]
+    );
+    assert_eq!(
+        storage
+            .records(&RecordQuery {
+                since: Some(at(1)),
+                until: Some(at(3)),
+                limit: Some(10),
+                ..query(PROCESS)
+            })
+            .unwrap(),
+        vec![failed.clone(), tie.clone(), rich.clone()]
+    );
+    assert_eq!(storage.records(&query("process_order")).unwrap(), vec![]);
+
+    assert_eq!(
+        storage.function_names().unwrap(),
+        vec![PROCESS.to_string(), VALIDATE.to_string()]
+    );
+    let process_summary = FunctionSummary {
+        function: PROCESS.into(),
+        calls: 4,
+        errors: 1,
+        unwound: 0,
+        // Durations 100, 100, 200, 300.
+        p50_ns: Some(100),
+        p99_ns: Some(300),
+        first_seen: at(1),
+        last_seen: at(3),
+        build_ids: vec![BUILD_A.into(), BUILD_B.into()],
+        binaries: vec!["/usr/bin/orders".into(), "/opt/orders-v2".into()],
+    };
+    assert_eq!(
+        storage.functions().unwrap(),
+        vec![
+            process_summary.clone(),
+            FunctionSummary {
+                function: VALIDATE.into(),
+                calls: 1,
+                errors: 0,
+                unwound: 1,
+                p50_ns: None,
+                p99_ns: None,
+                first_seen: at(0),
+                last_seen: at(0),
+                build_ids: vec![BUILD_A.into()],
+                binaries: vec!["/usr/bin/orders".into()],
+            },
+        ]
+    );
+
+    // A second batch: ids keep growing; a binary without a build ID; an instant before 1970.
+    let mut no_build_id = record(VALIDATE, 10, 50);
+    no_build_id.build_id = String::new();
+    no_build_id.binary = "/lib/libvalidate.so".into();
+    no_build_id.id = Some(-5); // Replaced by the store.
+    let mut old = record("legacy::clock", 0, 0);
+    old.timestamp = from_unix_nanos(-1_500_000_000);
+    old.duration_ns = Some(u64::try_from(i64::MAX).unwrap());
+    let mut second = vec![no_build_id, old];
+    storage.insert(&mut second).unwrap();
+    assert!(second[0].id.unwrap() > ids[4]);
+    assert!(second[1].id.unwrap() > second[0].id.unwrap());
+    let [no_build_id, old] = <[CallRecord; 2]>::try_from(second).unwrap();
+    assert_eq!(
+        storage.records(&query("legacy::clock")).unwrap(),
+        vec![old.clone()]
+    );
+    assert_eq!(
+        storage.records(&query(VALIDATE)).unwrap(),
+        vec![unwound.clone(), no_build_id.clone()]
+    );
+    assert_eq!(
+        storage.function_names().unwrap(),
+        vec![
+            "legacy::clock".to_string(),
+            PROCESS.to_string(),
+            VALIDATE.to_string()
+        ]
+    );
+    assert_eq!(
+        storage.functions().unwrap(),
+        vec![
+            FunctionSummary {
+                function: "legacy::clock".into(),
+                calls: 1,
+                errors: 0,
+                unwound: 0,
+                p50_ns: Some(u64::try_from(i64::MAX).unwrap()),
+                p99_ns: Some(u64::try_from(i64::MAX).unwrap()),
+                first_seen: from_unix_nanos(-1_500_000_000),
+                last_seen: from_unix_nanos(-1_500_000_000),
+                build_ids: vec![BUILD_A.into()],
+                binaries: vec!["/usr/bin/orders".into()],
+            },
+            process_summary,
+            FunctionSummary {
+                function: VALIDATE.into(),
+                calls: 2,
+                errors: 0,
+                unwound: 1,
+                p50_ns: Some(50),
+                p99_ns: Some(50),
+                first_seen: at(0),
+                last_seen: at(10),
+                build_ids: vec![BUILD_A.into()],
+                binaries: vec!["/usr/bin/orders".into(), "/lib/libvalidate.so".into()],
+            },
+        ]
+    );
+}

@@ -1,0 +1,477 @@
+//! Writes records to storage on a thread of its own, in batches, so that whoever produces
+//! records (the agent's event loop, `#[capture]`d code) never waits for a disk.
+//!
+//! A batch is written when it reaches [`WriterOptions::max_batch`] records or when its oldest
+//! record has waited [`WriterOptions::max_delay`], whichever comes first. A batch that cannot
+//! be written is counted and its error kept for [`BatchWriter::finish`]; the writer goes on
+//! with the next batch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::record::CallRecord;
+use crate::storage::{Storage, StorageError};
+
+/// How many records may wait in the channel before senders block.
+///
+/// Large, so that a burst or a slow fsync does not stall the producer; bounded, so that a
+/// store that cannot keep up makes the producer slow down (and the kernel ring buffer count
+/// drops) instead of this process growing without limit. Blocking is the right answer when
+/// it is full: losing records here would lose them silently.
+pub const CHANNEL_BOUND: usize = 65_536;
+
+/// When the writer writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Write as soon as this many records are waiting.
+    pub max_batch: usize,
+    /// Write at the latest this long after the oldest waiting record arrived.
+    pub max_delay: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            max_batch: 512,
+            max_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What the writer has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Records accepted by [`RecordSender::send`].
+    pub received: u64,
+    /// Records stored.
+    pub written: u64,
+    /// Batches stored.
+    pub batches: u64,
+    /// Batches that could not be stored.
+    pub write_errors: u64,
+    /// Records in those batches.
+    pub failed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    written: AtomicU64,
+    batches: AtomicU64,
+    write_errors: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            received: self.received.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+enum Message {
+    /// Boxed because the channel allocates all its slots up front: [`CHANNEL_BOUND`] slots
+    /// of a pointer each, rather than of a whole record.
+    Record(Box<CallRecord>),
+    /// Write what has arrived and stop.
+    Finish,
+}
+
+/// A thread that writes records to a [`Storage`] in batches.
+pub struct BatchWriter {
+    sender: SyncSender<Message>,
+    counters: Arc<Counters>,
+    first_error: Arc<Mutex<Option<StorageError>>>,
+    thread: JoinHandle<()>,
+}
+
+/// Hands records to a [`BatchWriter`]; clone one per producer.
+#[derive(Clone)]
+pub struct RecordSender {
+    sender: SyncSender<Message>,
+    counters: Arc<Counters>,
+}
+
+/// The writer has finished; the record was not taken.
+#[derive(Debug, thiserror::Error)]
+#[error("the storage writer has finished; the record was not stored")]
+pub struct WriterClosed(pub Box<CallRecord>);
+
+impl RecordSender {
+    /// Queues `record` for writing. Returns at once unless [`CHANNEL_BOUND`] records are
+    /// already waiting, in which case it blocks until the writer catches up.
+    pub fn send(&self, record: CallRecord) -> Result<(), WriterClosed> {
+        // Counted before sending so that `received` is never behind `written`.
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        self.sender
+            .send(Message::Record(Box::new(record)))
+            .map_err(|mpsc::SendError(message)| {
+                self.counters.received.fetch_sub(1, Ordering::Relaxed);
+                match message {
+                    Message::Record(record) => WriterClosed(record),
+                    Message::Finish => unreachable!("senders only send records"),
+                }
+            })
+    }
+}
+
+impl BatchWriter {
+    /// Starts the writer thread, which owns `storage` from now on.
+    pub fn spawn(storage: Box<dyn Storage>, opts: WriterOptions) -> BatchWriter {
+        let (sender, receiver) = mpsc::sync_channel(CHANNEL_BOUND);
+        let counters = Arc::new(Counters::default());
+        let first_error = Arc::new(Mutex::new(None));
+        let thread = {
+            let counters = Arc::clone(&counters);
+            let first_error = Arc::clone(&first_error);
+            std::thread::Builder::new()
+                .name("chronicle-writer".into())
+                .spawn(move || {
+                    let mut writer = Writer {
+                        storage,
+                        counters,
+                        first_error,
+                        batch: Vec::new(),
+                    };
+                    writer.run(&receiver, opts);
+                })
+                .expect("spawn the storage writer thread")
+        };
+        BatchWriter {
+            sender,
+            counters,
+            first_error,
+            thread,
+        }
+    }
+
+    /// A handle for producers.
+    pub fn sender(&self) -> RecordSender {
+        RecordSender {
+            sender: self.sender.clone(),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+
+    /// The counts so far.
+    pub fn stats(&self) -> WriterStats {
+        self.counters.snapshot()
+    }
+
+    /// Writes everything sent before this call and stops the thread. Records sent by other
+    /// [`RecordSender`]s while this runs are either written or given back by `send`.
+    ///
+    /// Fails with [`StorageError::WritesFailed`] (holding the first error) when any batch
+    /// could not be written.
+    pub fn finish(self) -> Result<WriterStats, StorageError> {
+        // The thread may have exited already (it panicked); joining tells.
+        let _ = self.sender.send(Message::Finish);
+        drop(self.sender);
+        if self.thread.join().is_err() {
+            return Err(StorageError::WriterPanicked);
+        }
+        let stats = self.counters.snapshot();
+        let first_error = self
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match first_error {
+            None => Ok(stats),
+            Some(first) => Err(StorageError::WritesFailed {
+                failed_batches: stats.write_errors,
+                failed_records: stats.failed,
+                source: Box::new(first),
+            }),
+        }
+    }
+}
+
+struct Writer {
+    storage: Box<dyn Storage>,
+    counters: Arc<Counters>,
+    first_error: Arc<Mutex<Option<StorageError>>>,
+    batch: Vec<CallRecord>,
+}
+
+impl Writer {
+    fn run(&mut self, receiver: &Receiver<Message>, opts: WriterOptions) {
+        let max_batch = opts.max_batch.max(1);
+        let mut deadline = Instant::now();
+        loop {
+            let message = if self.batch.is_empty() {
+                receiver.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                receiver.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            };
+            match message {
+                Ok(Message::Record(record)) => {
+                    if self.batch.is_empty() {
+                        deadline = Instant::now() + opts.max_delay;
+                    }
+                    self.batch.push(*record);
+                    if self.batch.len() >= max_batch {
+                        self.flush();
+                    }
+                }
+                Ok(Message::Finish) => {
+                    // Take what is already queued; later sends fail once the receiver is gone.
+                    loop {
+                        match receiver.try_recv() {
+                            Ok(Message::Record(record)) => {
+                                self.batch.push(*record);
+                                if self.batch.len() >= max_batch {
+                                    self.flush();
+                                }
+                            }
+                            Ok(Message::Finish) => {}
+                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                        }
+                    }
+                    self.flush();
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => self.flush(),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let count = self.batch.len() as u64;
+        match self.storage.insert(&mut self.batch) {
+            Ok(()) => {
+                self.counters.written.fetch_add(count, Ordering::Relaxed);
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.counters.failed.fetch_add(count, Ordering::Relaxed);
+                self.first_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(error);
+            }
+        }
+        self.batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::SqliteStorage;
+    use crate::storage::story::record;
+    use crate::storage::{FunctionSummary, RecordQuery};
+    use crate::test_util::TempDir;
+
+    #[test]
+    fn writes_in_batches_and_flushes_on_finish() {
+        let dir = TempDir::new();
+        let path = dir.path().join("chronicle.db");
+        let storage = SqliteStorage::open(&path).unwrap();
+        let opts = WriterOptions {
+            max_batch: 3,
+            max_delay: Duration::from_secs(3600),
+        };
+        let writer = BatchWriter::spawn(Box::new(storage), opts);
+        let sender = writer.sender();
+        let expected: Vec<CallRecord> = (0..7).map(|i| record("f", i, 10)).collect();
+        for record in &expected {
+            sender.send(record.clone()).unwrap();
+        }
+        let stats = writer.finish().unwrap();
+        assert_eq!(
+            stats,
+            WriterStats {
+                received: 7,
+                written: 7,
+                batches: 3,
+                write_errors: 0,
+                failed: 0
+            }
+        );
+        assert_eq!(
+            sender.send(record("f", 8, 10)).unwrap_err().to_string(),
+            "the storage writer has finished; the record was not stored"
+        );
+
+        let stored = SqliteStorage::open_existing(&path).unwrap();
+        let got = stored.records(&RecordQuery::default()).unwrap();
+        let ids: Vec<Option<i64>> = got.iter().map(|r| r.id).collect();
+        assert_eq!(ids, (1..=7).map(Some).collect::<Vec<_>>());
+        let without_ids: Vec<CallRecord> = got
+            .into_iter()
+            .map(|r| CallRecord { id: None, ..r })
+            .collect();
+        assert_eq!(without_ids, expected);
+    }
+
+    #[test]
+    fn many_senders() {
+        let dir = TempDir::new();
+        let path = dir.path().join("chronicle.db");
+        let writer = BatchWriter::spawn(
+            Box::new(SqliteStorage::open(&path).unwrap()),
+            WriterOptions::default(),
+        );
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let sender = writer.sender();
+                std::thread::spawn(move || {
+                    for i in 0..250 {
+                        sender.send(record(&format!("f{t}"), i, 1)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let stats = writer.finish().unwrap();
+        assert_eq!(
+            (stats.received, stats.written, stats.write_errors),
+            (1000, 1000, 0)
+        );
+        let stored = SqliteStorage::open_existing(&path).unwrap();
+        let calls: Vec<(String, u64)> = stored
+            .functions()
+            .unwrap()
+            .into_iter()
+            .map(
+                |FunctionSummary {
+                     function, calls, ..
+                 }| (function, calls),
+            )
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                ("f0".into(), 250),
+                ("f1".into(), 250),
+                ("f2".into(), 250),
+                ("f3".into(), 250)
+            ]
+        );
+    }
+
+    #[test]
+    fn writes_a_partial_batch_after_max_delay() {
+        let dir = TempDir::new();
+        let storage = SqliteStorage::open(&dir.path().join("chronicle.db")).unwrap();
+        let opts = WriterOptions {
+            max_batch: 1000,
+            max_delay: Duration::from_millis(1),
+        };
+        let writer = BatchWriter::spawn(Box::new(storage), opts);
+        writer.sender().send(record("f", 0, 10)).unwrap();
+        // Not a timing assertion: waits (generously) for the flush that max_delay triggers.
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while writer.stats().written == 0 && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            writer.stats(),
+            WriterStats {
+                received: 1,
+                written: 1,
+                batches: 1,
+                write_errors: 0,
+                failed: 0
+            }
+        );
+        assert_eq!(writer.finish().unwrap().batches, 1);
+    }
+
+    /// Fails every other batch, starting with the first.
+    struct Flaky {
+        calls: u32,
+    }
+
+    impl Storage for Flaky {
+        fn insert(&mut self, _: &mut [CallRecord]) -> Result<(), StorageError> {
+            self.calls += 1;
+            if self.calls % 2 == 1 {
+                Err(StorageError::OutOfRange {
+                    function: format!("f{}", self.calls),
+                    field: "timestamp",
+                })
+            } else {
+                Ok(())
+            }
+        }
+        fn functions(&self) -> Result<Vec<FunctionSummary>, StorageError> {
+            unreachable!()
+        }
+        fn records(&self, _: &RecordQuery) -> Result<Vec<CallRecord>, StorageError> {
+            unreachable!()
+        }
+        fn function_names(&self) -> Result<Vec<String>, StorageError> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn write_errors_are_counted_and_reported() {
+        let opts = WriterOptions {
+            max_batch: 2,
+            max_delay: Duration::from_secs(3600),
+        };
+        let writer = BatchWriter::spawn(Box::new(Flaky { calls: 0 }), opts);
+        let sender = writer.sender();
+        for i in 0..5 {
+            sender.send(record("f", i, 10)).unwrap();
+        }
+        let error = writer.finish().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "3 records in 2 batches could not be written"
+        );
+        assert_eq!(
+            std::error::Error::source(&error).unwrap().to_string(),
+            "a call of f1 has a timestamp outside the range the store can hold"
+        );
+    }
+
+    struct Panics;
+
+    impl Storage for Panics {
+        fn insert(&mut self, _: &mut [CallRecord]) -> Result<(), StorageError> {
+            panic!("storage bug")
+        }
+        fn functions(&self) -> Result<Vec<FunctionSummary>, StorageError> {
+            unreachable!()
+        }
+        fn records(&self, _: &RecordQuery) -> Result<Vec<CallRecord>, StorageError> {
+            unreachable!()
+        }
+        fn function_names(&self) -> Result<Vec<String>, StorageError> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn a_panicking_store_is_reported() {
+        let opts = WriterOptions {
+            max_batch: 1,
+            max_delay: Duration::from_secs(3600),
+        };
+        let writer = BatchWriter::spawn(Box::new(Panics), opts);
+        writer.sender().send(record("f", 0, 10)).unwrap();
+        assert!(matches!(writer.finish(), Err(StorageError::WriterPanicked)));
+    }
+}
