@@ -1,0 +1,17 @@
+//! Linux capture: loads Chronicle's eBPF object, resolves `--func` names in a process's
+//! executable and shared libraries, attaches entry and return probes with compiled capture
+//! plans, reads the ring buffer, pairs entries with returns and decodes them into
+//! [`chronicle::CallRecord`]s for the pipeline. Storage and analysis live elsewhere.
+
+#![cfg(target_os = "linux")]
+
+mod error;
+mod lower;
+pub mod pairing;
+mod session;
+pub mod sys;
+
+pub use error::AgentError;
+pub use session::{
+    AttachOptions, FunctionStats, RunEnd, RunSummary, Session, StopReason, Target, TracedFunction,
+};

@@ -1,0 +1,708 @@
+//! A tracing session: resolve, load, attach, then read and pair events until told to stop.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::programs::{RawTracePoint, UProbe};
+use aya::{Ebpf, include_bytes_aligned};
+use chronicle::{CallRecord, Status, Value};
+use chronicle_common::{
+    COUNTERS_MAP, CapturePlan, Counters, EVENTS_MAP, EventHeader, MAX_PROBES, PLANS_MAP,
+    RING_CONFIG_MAP, RingConfig, TRACED_PIDS_MAP, event_kind,
+};
+use chronicle_symbols::dwarf::DebugInfo;
+use chronicle_symbols::elf::ElfFile;
+use chronicle_symbols::maps::ProcessMaps;
+use chronicle_symbols::plan::{self, DecodedArgs, FunctionPlan, PlanLimits};
+use chronicle_symbols::resolve::{self, ResolvedFunction};
+
+use crate::error::{AgentError, has_errno, is_permission_error};
+use crate::lower::{Lowered, lower};
+use crate::pairing::{OpenCall, Pairing};
+use crate::sys;
+
+/// The eBPF object built by `cargo xtask build-ebpf` from `chronicle-ebpf/`.
+static EBPF_OBJECT: &[u8] = include_bytes_aligned!("../bpf/chronicle-probes.bpf.o");
+
+/// What to trace.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A process that is already running.
+    Pid(u32),
+    /// A program to start; it is held before `exec` until the probes are attached.
+    Program {
+        program: OsString,
+        args: Vec<OsString>,
+    },
+}
+
+/// Knobs of a session.
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    /// Functions to trace: mangled or demangled names, or `::`-path suffixes.
+    pub functions: Vec<String>,
+    /// Longest string read per value, in bytes; longer ones are truncated and marked.
+    pub max_string: u16,
+    /// The kernel wakes the reader once this many bytes are pending (batched wake-ups).
+    pub wakeup_bytes: u64,
+    /// The reader drains the ring buffer at least this often.
+    pub drain_interval: Duration,
+}
+
+impl Default for AttachOptions {
+    fn default() -> Self {
+        AttachOptions {
+            functions: Vec::new(),
+            max_string: 256,
+            wakeup_bytes: 256 * 1024,
+            drain_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+/// A function with probes on it.
+#[derive(Clone, Debug)]
+pub struct TracedFunction {
+    /// Demangled name, as stored in records.
+    pub name: String,
+    /// Path of the object as the process maps it.
+    pub binary: PathBuf,
+    pub build_id: String,
+    pub file_offset: u64,
+    /// Human-readable signature, or why there is none.
+    pub signature: String,
+    plan: FunctionPlan,
+    entry: Lowered,
+    ret: Lowered,
+}
+
+/// Counts for one traced function, from the kernel and from user space.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FunctionStats {
+    pub name: String,
+    /// Entry probe hits in the kernel.
+    pub calls: u64,
+    /// Records produced (returned, plus unwound).
+    pub records: u64,
+    pub unwound: u64,
+    /// Events the kernel could not write because the ring buffer was full.
+    pub dropped: u64,
+    /// Memory reads that failed (the value is marked unavailable, not lost).
+    pub fetch_errors: u64,
+    /// Returns whose entry was never seen (tracing began mid-call, or the entry was dropped).
+    pub orphan_returns: u64,
+}
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Duration,
+    Signal,
+    TargetExited,
+}
+
+/// How the traced program ended, when Chronicle started it.
+pub type RunEnd = Option<sys::ExitStatus>;
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub reason: StopReason,
+    pub functions: Vec<FunctionStats>,
+    /// Exit status of a program started by `attach -- PROGRAM`.
+    pub exit: RunEnd,
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    pub fn dropped(&self) -> u64 {
+        self.functions.iter().map(|f| f.dropped).sum()
+    }
+}
+
+/// One probe (entry or return of one function); its index is its attach cookie.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    function: usize,
+    is_return: bool,
+}
+
+/// An attached session.
+pub struct Session {
+    // Field order matters: maps and links are closed before the object they came from.
+    ring: RingBuf<MapData>,
+    ebpf: Ebpf,
+    probes: Vec<Probe>,
+    functions: Vec<TracedFunction>,
+    stats: Vec<FunctionStats>,
+    pid: u32,
+    child: Option<sys::HeldChild>,
+    pidfd: OwnedFd,
+    pairing: Pairing<DecodedArgs>,
+    clock_offset_ns: i128,
+    options: AttachOptions,
+}
+
+impl Session {
+    /// Resolves the functions, loads the eBPF programs and attaches the probes. When the
+    /// target is a program, it starts now and runs its first instruction with probes in place.
+    pub fn attach(target: Target, options: AttachOptions) -> Result<Session, AgentError> {
+        if options.functions.is_empty() {
+            return Err(AgentError::NoFunctions);
+        }
+        let limits = PlanLimits {
+            max_string: options.max_string,
+        };
+        let (pid, child, functions) = match target {
+            Target::Pid(pid) => {
+                if !sys::process_exists(pid) {
+                    return Err(AgentError::NoSuchProcess { pid });
+                }
+                let functions = resolve_in_process(pid, &options.functions, &limits)?;
+                (pid, None, functions)
+            }
+            Target::Program { program, args } => {
+                let path = find_program(&program)?;
+                let elf = ElfFile::open(&path).map_err(|source| AgentError::Elf {
+                    path: path.clone(),
+                    source,
+                })?;
+                let mut debug = DebugCache::default();
+                let mut functions = Vec::new();
+                for query in &options.functions {
+                    let found = resolve::resolve(query, std::slice::from_ref(&elf))?;
+                    for f in found {
+                        functions.push(prepare(f, &path, &mut debug, &elf, &limits)?);
+                    }
+                }
+                let arg_refs: Vec<&std::ffi::OsStr> =
+                    args.iter().map(OsString::as_os_str).collect();
+                let child = sys::spawn_held(path.as_os_str(), &arg_refs).map_err(|source| {
+                    AgentError::Spawn {
+                        program: program.to_string_lossy().into_owned(),
+                        source,
+                    }
+                })?;
+                (child.pid, Some(child), dedup(functions))
+            }
+        };
+        let probe_count = functions.len() * 2;
+        if probe_count > MAX_PROBES as usize {
+            return Err(AgentError::TooManyProbes {
+                count: probe_count,
+                limit: MAX_PROBES,
+            });
+        }
+
+        let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(load_error)?;
+        let mut probes = Vec::with_capacity(probe_count);
+        {
+            let mut plans: BpfHashMap<_, u32, CapturePlan> =
+                BpfHashMap::try_from(ebpf.map_mut(PLANS_MAP).expect("PLANS map in object"))
+                    .map_err(load_error)?;
+            for (index, function) in functions.iter().enumerate() {
+                for (is_return, lowered) in [(false, &function.entry), (true, &function.ret)] {
+                    let id = probes.len() as u32;
+                    plans.insert(id, lowered.plan, 0).map_err(load_error)?;
+                    probes.push(Probe {
+                        function: index,
+                        is_return,
+                    });
+                }
+            }
+        }
+        {
+            let mut ring_config: Array<_, RingConfig> = Array::try_from(
+                ebpf.map_mut(RING_CONFIG_MAP)
+                    .expect("RING_CONFIG map in object"),
+            )
+            .map_err(load_error)?;
+            ring_config
+                .set(
+                    0,
+                    RingConfig {
+                        wakeup_bytes: options.wakeup_bytes,
+                    },
+                    0,
+                )
+                .map_err(load_error)?;
+            let mut traced: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(
+                ebpf.map_mut(TRACED_PIDS_MAP)
+                    .expect("TRACED_PIDS map in object"),
+            )
+            .map_err(load_error)?;
+            traced.insert(pid, 1, 0).map_err(load_error)?;
+        }
+
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pids are nonzero"));
+        // Return probes first: a uretprobe only sees calls entered after it is attached, so
+        // once an entry probe can fire, the return of that call is sure to be seen.
+        for (name, is_return) in [("chronicle_return", true), ("chronicle_entry", false)] {
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .expect("probe program in object")
+                .try_into()
+                .map_err(load_error)?;
+            program.load().map_err(load_error)?;
+            for (id, probe) in probes.iter().enumerate() {
+                if probe.is_return != is_return {
+                    continue;
+                }
+                let function = &functions[probe.function];
+                let attach_path = attach_path(pid, &function.binary, child.is_some());
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(function.file_offset),
+                    cookie: Some(id as u64),
+                };
+                program
+                    .attach(point, &attach_path, scope)
+                    .map_err(|source| {
+                        if is_permission_error(&source) {
+                            AgentError::Permission {
+                                source: Box::new(source),
+                            }
+                        } else if has_errno(&source, &[libc::ESRCH]) {
+                            AgentError::NoSuchProcess { pid }
+                        } else {
+                            AgentError::Attach {
+                                function: function.name.clone(),
+                                binary: function.binary.clone(),
+                                source: Box::new(source),
+                            }
+                        }
+                    })?;
+            }
+        }
+        let exit_tp: &mut RawTracePoint = ebpf
+            .program_mut("chronicle_thread_exit")
+            .expect("thread exit program in object")
+            .try_into()
+            .map_err(load_error)?;
+        exit_tp.load().map_err(load_error)?;
+        exit_tp.attach("sched_process_exit").map_err(load_error)?;
+
+        let ring = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).expect("EVENTS map in object"))
+            .map_err(load_error)?;
+        let pidfd = sys::pidfd_open(pid).map_err(|_| AgentError::NoSuchProcess { pid })?;
+        let mut child = child;
+        if let Some(child) = child.as_mut() {
+            child.release().map_err(|source| AgentError::Spawn {
+                program: functions
+                    .first()
+                    .map(|f| f.binary.display().to_string())
+                    .unwrap_or_default(),
+                source,
+            })?;
+        }
+        let stats = functions
+            .iter()
+            .map(|f| FunctionStats {
+                name: f.name.clone(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Session {
+            ring,
+            ebpf,
+            probes,
+            functions,
+            stats,
+            pid,
+            child,
+            pidfd,
+            pairing: Pairing::default(),
+            clock_offset_ns: sys::realtime_offset_ns(),
+            options,
+        })
+    }
+
+    /// The traced process.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The functions with probes on them.
+    pub fn functions(&self) -> &[TracedFunction] {
+        &self.functions
+    }
+
+    /// Reads events until `duration` passes, SIGINT/SIGTERM arrives (see
+    /// [`sys::install_stop_handlers`]) or the target exits. Every record goes to `sink`;
+    /// `on_tick` is called about every `tick` with the current counts.
+    pub fn run(
+        &mut self,
+        duration: Option<Duration>,
+        tick: Duration,
+        sink: &mut dyn FnMut(CallRecord),
+        on_tick: &mut dyn FnMut(&[FunctionStats]),
+    ) -> Result<RunSummary, AgentError> {
+        let started = Instant::now();
+        let mut last_tick = Instant::now();
+        let ring_fd = self.ring.as_raw_fd();
+        let pid_fd = self.pidfd.as_raw_fd();
+        let reason = loop {
+            let mut wait = self.options.drain_interval;
+            if let Some(d) = duration {
+                wait = wait.min(d.saturating_sub(started.elapsed()));
+            }
+            let ready = sys::poll_readable(&[ring_fd, pid_fd], wait)?;
+            self.drain(sink);
+            if ready[1] {
+                // The process is gone; its last events are already in the ring buffer.
+                self.drain(sink);
+                break StopReason::TargetExited;
+            }
+            if sys::stop_requested() {
+                break StopReason::Signal;
+            }
+            if duration.is_some_and(|d| started.elapsed() >= d) {
+                break StopReason::Duration;
+            }
+            if last_tick.elapsed() >= tick {
+                last_tick = Instant::now();
+                self.refresh_kernel_counts();
+                on_tick(&self.stats);
+            }
+        };
+        self.drain(sink);
+        for open in self.pairing.drain() {
+            let reason = "tracing stopped while the call was running";
+            let record = self.unwound_record(open, reason);
+            sink(record);
+        }
+        self.refresh_kernel_counts();
+        let exit = match self.child.as_ref() {
+            Some(child) if reason == StopReason::TargetExited => sys::wait(child.pid, true)?,
+            _ => None,
+        };
+        Ok(RunSummary {
+            reason,
+            functions: self.stats.clone(),
+            exit,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn drain(&mut self, sink: &mut dyn FnMut(CallRecord)) {
+        let mut events: Vec<Vec<u8>> = Vec::new();
+        // Copy out first: the ring buffer slot is released as soon as the item drops, and
+        // decoding needs `&mut self`.
+        while let Some(item) = self.ring.next() {
+            events.push(item.to_vec());
+        }
+        for bytes in events {
+            self.handle(&bytes, sink);
+        }
+    }
+
+    fn handle(&mut self, bytes: &[u8], sink: &mut dyn FnMut(CallRecord)) {
+        let header_len = size_of::<EventHeader>();
+        if bytes.len() < header_len {
+            return;
+        }
+        // SAFETY: `EventHeader` is plain old data and `bytes` holds at least its size.
+        let header: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let payload = &bytes[header_len..];
+        let payload = &payload[..(header.payload_len as usize).min(payload.len())];
+        match header.kind {
+            event_kind::THREAD_EXIT => {
+                for open in self.pairing.thread_exit(header.tid) {
+                    let record =
+                        self.unwound_record(open, "the thread exited before the call returned");
+                    sink(record);
+                }
+            }
+            event_kind::ENTRY | event_kind::RETURN => {
+                let Some(&probe) = self.probes.get(header.probe_id as usize) else {
+                    return;
+                };
+                let function = &self.functions[probe.function];
+                if probe.is_return {
+                    let fetched = function.ret.results(&header.fetch_len, payload);
+                    let (ret, ret_unavailable) =
+                        function
+                            .plan
+                            .decode_return(header.regs[0], header.regs[1], &fetched);
+                    let closed = self.pairing.ret(header.tid, probe.function, header.sp);
+                    for open in closed.unwound {
+                        let record = self.unwound_record(
+                            open,
+                            "the call never returned (the stack unwound past it)",
+                        );
+                        sink(record);
+                    }
+                    match closed.call {
+                        Some(open) => {
+                            let record =
+                                self.record(open, Some(header.ktime_ns), ret, ret_unavailable);
+                            sink(record);
+                        }
+                        None => self.stats[probe.function].orphan_returns += 1,
+                    }
+                } else {
+                    let fetched = function.entry.results(&header.fetch_len, payload);
+                    let decoded = function.plan.decode_entry(&header.regs, &fetched);
+                    let open = OpenCall {
+                        function: probe.function,
+                        sp: header.sp,
+                        ktime_ns: header.ktime_ns,
+                        pid: header.pid,
+                        tid: header.tid,
+                        data: decoded,
+                    };
+                    for gone in self.pairing.enter(open) {
+                        let record = self
+                            .unwound_record(gone, "the call never returned (its frame was reused)");
+                        sink(record);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn unwound_record(&mut self, open: OpenCall<DecodedArgs>, reason: &str) -> CallRecord {
+        let returns_void = self.functions[open.function].plan.returns_void();
+        let mut record = self.record(open, None, None, Vec::new());
+        if !returns_void {
+            record.unavailable.push(("return".into(), reason.into()));
+        }
+        record
+    }
+
+    fn record(
+        &mut self,
+        open: OpenCall<DecodedArgs>,
+        return_ktime: Option<u64>,
+        ret: Option<Value>,
+        ret_unavailable: Vec<(String, String)>,
+    ) -> CallRecord {
+        let function = &self.functions[open.function];
+        let stats = &mut self.stats[open.function];
+        stats.records += 1;
+        if return_ktime.is_none() {
+            stats.unwound += 1;
+        }
+        let wall_ns = (open.ktime_ns as i128 + self.clock_offset_ns).max(0) as u64;
+        let mut unavailable = open.data.unavailable;
+        unavailable.extend(ret_unavailable);
+        CallRecord {
+            id: None,
+            function: function.name.clone(),
+            binary: function.binary.display().to_string(),
+            build_id: function.build_id.clone(),
+            pid: open.pid,
+            tid: open.tid,
+            timestamp: UNIX_EPOCH + Duration::from_nanos(wall_ns),
+            duration_ns: return_ktime.map(|t| t.saturating_sub(open.ktime_ns)),
+            status: if return_ktime.is_some() {
+                Status::Ok
+            } else {
+                Status::Unwound
+            },
+            args: open.data.args,
+            ret,
+            unavailable,
+        }
+    }
+
+    fn refresh_kernel_counts(&mut self) {
+        let Some(map) = self.ebpf.map(COUNTERS_MAP) else {
+            return;
+        };
+        let Ok(counters) = PerCpuArray::<_, Counters>::try_from(map) else {
+            return;
+        };
+        for stats in &mut self.stats {
+            stats.calls = 0;
+            stats.dropped = 0;
+            stats.fetch_errors = 0;
+        }
+        for (id, probe) in self.probes.iter().enumerate() {
+            let Ok(per_cpu) = counters.get(&(id as u32), 0) else {
+                continue;
+            };
+            let stats = &mut self.stats[probe.function];
+            for c in per_cpu.iter() {
+                if !probe.is_return {
+                    stats.calls += c.hits;
+                }
+                stats.dropped += c.ringbuf_full;
+                stats.fetch_errors += c.fetch_errors;
+            }
+        }
+    }
+}
+
+fn load_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> AgentError {
+    if is_permission_error(&error) {
+        AgentError::Permission {
+            source: Box::new(error),
+        }
+    } else {
+        AgentError::Load {
+            source: Box::new(error),
+        }
+    }
+}
+
+/// For a program we started, the path we resolved is the path it runs; for a running
+/// process, go through its root so a different mount namespace still works.
+fn attach_path(pid: u32, binary: &Path, spawned: bool) -> PathBuf {
+    if spawned {
+        return binary.to_owned();
+    }
+    let through_root = Path::new("/proc")
+        .join(pid.to_string())
+        .join("root")
+        .join(binary.strip_prefix("/").unwrap_or(binary));
+    if through_root.exists() {
+        through_root
+    } else {
+        binary.to_owned()
+    }
+}
+
+fn find_program(program: &std::ffi::OsStr) -> Result<PathBuf, AgentError> {
+    let not_found = || AgentError::ProgramNotFound {
+        program: program.to_string_lossy().into_owned(),
+    };
+    let as_path = Path::new(program);
+    if as_path.components().count() > 1 {
+        return std::fs::canonicalize(as_path).map_err(|_| not_found());
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(as_path))
+        .find(|candidate| candidate.is_file())
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .ok_or_else(not_found)
+}
+
+#[derive(Default)]
+struct DebugCache {
+    by_path: HashMap<PathBuf, Option<DebugInfo>>,
+}
+
+fn resolve_in_process(
+    pid: u32,
+    queries: &[String],
+    limits: &PlanLimits,
+) -> Result<Vec<TracedFunction>, AgentError> {
+    let maps = ProcessMaps::read(pid).map_err(|source| {
+        if is_permission_error(&source) {
+            AgentError::NoAccess { pid, source }
+        } else if has_errno(&source, &[libc::ENOENT, libc::ESRCH]) {
+            AgentError::NoSuchProcess { pid }
+        } else {
+            AgentError::Maps { pid, source }
+        }
+    })?;
+    let objects = maps.objects();
+    let mut elves = Vec::new();
+    let mut map_paths = Vec::new();
+    for object in &objects {
+        match ElfFile::open(&object.open_path) {
+            Ok(elf) => {
+                elves.push(elf);
+                map_paths.push(object.path.clone());
+            }
+            // The executable must be readable; a library we cannot read is only skipped.
+            Err(source) if elves.is_empty() => {
+                return Err(AgentError::Elf {
+                    path: object.open_path.clone(),
+                    source,
+                });
+            }
+            Err(_) => {}
+        }
+    }
+    let mut debug = DebugCache::default();
+    let mut functions = Vec::new();
+    for query in queries {
+        // The executable first: a name it defines wins over a library's.
+        let found = match resolve::resolve(query, &elves[..1]) {
+            Ok(found) => found,
+            Err(_) => resolve::resolve(query, &elves)?,
+        };
+        for f in found {
+            let index = elves.iter().position(|e| e.path() == f.object).unwrap_or(0);
+            functions.push(prepare(
+                f,
+                &map_paths[index],
+                &mut debug,
+                &elves[index],
+                limits,
+            )?);
+        }
+    }
+    Ok(dedup(functions))
+}
+
+fn prepare(
+    found: ResolvedFunction,
+    binary: &Path,
+    debug: &mut DebugCache,
+    elf: &ElfFile,
+    limits: &PlanLimits,
+) -> Result<TracedFunction, AgentError> {
+    let info = debug
+        .by_path
+        .entry(found.object.clone())
+        .or_insert_with(|| DebugInfo::load(elf).ok().filter(|d| d.has_debug_info()));
+    let signature = match info {
+        Some(info) => info
+            .signature(found.symbol.address)
+            .map_err(|source| AgentError::Dwarf {
+                path: found.object.clone(),
+                source,
+            })?,
+        None => None,
+    };
+    let plan = plan::compile(signature.as_ref(), limits);
+    let described = match &signature {
+        Some(sig) => describe(sig),
+        None => "no DWARF debug info: arguments will not be decoded (rebuild with -g)".to_owned(),
+    };
+    let entry = lower(&plan.entry);
+    let ret = lower(&plan.ret);
+    Ok(TracedFunction {
+        name: found.symbol.demangled.clone(),
+        binary: binary.to_owned(),
+        build_id: found.build_id.clone().unwrap_or_default(),
+        file_offset: found.file_offset,
+        signature: described,
+        plan,
+        entry,
+        ret,
+    })
+}
+
+fn describe(sig: &chronicle_symbols::dwarf::Signature) -> String {
+    let params: Vec<String> = sig
+        .params
+        .iter()
+        .map(|p| format!("{}: {}", p.name, p.ty.display_name()))
+        .collect();
+    let ret = sig
+        .ret
+        .as_ref()
+        .map(|t| format!(" -> {}", t.display_name()))
+        .unwrap_or_default();
+    format!("{}({}){}", sig.name, params.join(", "), ret)
+}
+
+/// The same function named twice (`--func a --func a`) gets one pair of probes.
+fn dedup(functions: Vec<TracedFunction>) -> Vec<TracedFunction> {
+    let mut seen = std::collections::HashSet::new();
+    functions
+        .into_iter()
+        .filter(|f| seen.insert((f.binary.clone(), f.file_offset)))
+        .collect()
+}

@@ -1,0 +1,256 @@
+//! The only module that makes raw system calls: starting a program held before `exec`,
+//! process-exit notification (pidfd), polling, clocks and signal flags.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// A child forked and waiting, before `exec`, until [`HeldChild::release`].
+///
+/// Probes are attached to its pid while it waits, so they are in place for its first call.
+#[derive(Debug)]
+pub struct HeldChild {
+    pub pid: u32,
+    gate: Option<OwnedFd>,
+    status: Option<OwnedFd>,
+}
+
+/// Forks a child that execs `program` with `args` once released.
+pub fn spawn_held(program: &OsStr, args: &[&OsStr]) -> io::Result<HeldChild> {
+    let to_cstring = |s: &OsStr| {
+        CString::new(s.as_bytes()).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte")
+        })
+    };
+    let program_c = to_cstring(program)?;
+    let mut argv_c = vec![program_c.clone()];
+    for arg in args {
+        argv_c.push(to_cstring(arg)?);
+    }
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+
+    let (gate_read, gate_write) = pipe()?;
+    let (status_read, status_write) = pipe()?;
+    // SAFETY: the child only calls async-signal-safe functions (read, write, execvp, _exit)
+    // on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: async-signal-safe calls on valid descriptors and buffers, see above.
+        unsafe {
+            libc::close(gate_write.as_raw_fd());
+            libc::close(status_read.as_raw_fd());
+            let mut byte = 0u8;
+            let n = libc::read(gate_read.as_raw_fd(), (&raw mut byte).cast(), 1);
+            if n != 1 {
+                libc::_exit(127);
+            }
+            libc::execvp(program_c.as_ptr(), argv.as_ptr());
+            let errno = *libc::__errno_location();
+            let bytes = errno.to_ne_bytes();
+            libc::write(status_write.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127);
+        }
+    }
+    drop(gate_read);
+    drop(status_write);
+    Ok(HeldChild {
+        pid: pid as u32,
+        gate: Some(gate_write),
+        status: Some(status_read),
+    })
+}
+
+impl HeldChild {
+    /// Lets the child exec; returns the exec error if it failed.
+    pub fn release(&mut self) -> io::Result<()> {
+        if let Some(gate) = self.gate.take() {
+            write_all(gate.as_raw_fd(), &[1])?;
+        }
+        if let Some(status) = self.status.take() {
+            let mut buf = [0u8; 4];
+            // The status pipe is close-on-exec in the child: EOF means exec succeeded.
+            let n = read_full(status.as_raw_fd(), &mut buf)?;
+            if n == 4 {
+                let _ = wait(self.pid, true);
+                return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(buf)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HeldChild {
+    fn drop(&mut self) {
+        // Never released (attach failed): closing the gate makes the child exit without
+        // running the program; reap it.
+        if self.gate.take().is_some() {
+            let _ = wait(self.pid, true);
+        }
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn write_all(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn read_full(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the destination range lies inside `buf`.
+        let n = unsafe { libc::read(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done) };
+        match n {
+            0 => break,
+            n if n < 0 => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+            n => done += n as usize,
+        }
+    }
+    Ok(done)
+}
+
+/// How a child process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Reaps `pid` (our child). `None` when `block` is false and it is still running.
+pub fn wait(pid: u32, block: bool) -> io::Result<Option<ExitStatus>> {
+    let mut status = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) };
+        if r < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(if libc::WIFSIGNALED(status) {
+            ExitStatus::Signal(libc::WTERMSIG(status))
+        } else {
+            ExitStatus::Code(libc::WEXITSTATUS(status))
+        }));
+    }
+}
+
+/// A descriptor that becomes readable when the process exits (`pidfd_open`).
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until one of `fds` is readable or `timeout` passes; returns which are readable.
+pub fn poll_readable(fds: &[RawFd], timeout: Duration) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(err);
+    }
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; both clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `CLOCK_REALTIME - CLOCK_MONOTONIC` in ns: turns `bpf_ktime_get_ns()` into wall-clock time.
+pub fn realtime_offset_ns() -> i128 {
+    let mono = clock_ns(libc::CLOCK_MONOTONIC);
+    let real = clock_ns(libc::CLOCK_REALTIME);
+    let mono2 = clock_ns(libc::CLOCK_MONOTONIC);
+    real as i128 - ((mono as i128 + mono2 as i128) / 2)
+}
+
+/// `CLOCK_MONOTONIC` now, in the same time base as `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM set a flag instead of killing us, so tracing can flush and detach.
+pub fn install_stop_handlers() -> io::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let previous =
+            unsafe { libc::signal(signal, on_stop_signal as *const () as libc::sighandler_t) };
+        if previous == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`install_stop_handlers`].
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
+}
+
+/// Whether a process with this pid exists (and is not a zombie we could see).
+pub fn process_exists(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
+    alive || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

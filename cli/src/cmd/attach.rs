@@ -1,0 +1,242 @@
+//! `chronicle attach`: trace functions of a running process (`--pid`) or of a program it
+//! starts (`-- PROGRAM ARGS`), storing every call.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::StoreArgs;
+use crate::Failure;
+
+/// Trace functions of a running process or a program, storing each call's arguments and return.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  sudo chronicle attach --pid 4242 --func orders::process_order\n  sudo chronicle attach --func transfer --duration 10 -- ./bank-service --port 8080"
+)]
+pub struct Args {
+    /// Process to trace.
+    #[arg(long, conflicts_with = "program", required_unless_present = "program")]
+    pub pid: Option<u32>,
+    /// Function to trace: demangled (`orders::process_order`, `process_order`) or mangled name.
+    #[arg(long = "func", value_name = "SYMBOL", required = true)]
+    pub functions: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Stop after this many seconds (default: until Ctrl-C or the process exits).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Longest string captured per value, in bytes; longer ones are truncated and marked.
+    #[arg(long, default_value_t = 256, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=4000))]
+    pub max_string: u16,
+    /// Print each captured call as it is stored.
+    #[arg(long)]
+    pub print: bool,
+    /// Seconds between progress lines on stderr (0: none).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub progress: f64,
+    /// Program to start and trace from its first call, with its arguments.
+    #[arg(last = true, value_name = "PROGRAM")]
+    pub program: Vec<OsString>,
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn run(_: Args) -> Result<u8, Failure> {
+    Err(Failure::environment(anyhow::anyhow!(
+        "attach needs Linux with eBPF; on other systems use the #[capture] attribute"
+    )))
+}
+
+#[cfg(target_os = "linux")]
+pub fn run(args: Args) -> Result<u8, Failure> {
+    use chronicle::storage::sqlite::SqliteStorage;
+    use chronicle::writer::{BatchWriter, WriterOptions};
+    use chronicle_agent::{AttachOptions, Session, StopReason, Target, sys};
+
+    let duration = match args.duration {
+        Some(secs) if !(secs.is_finite() && secs > 0.0) => {
+            return Err(anyhow::anyhow!(
+                "--duration must be a positive number of seconds, got {secs}"
+            )
+            .into());
+        }
+        Some(secs) => Some(Duration::from_secs_f64(secs)),
+        None => None,
+    };
+    let target = match (args.pid, args.program.split_first()) {
+        (Some(pid), _) => Target::Pid(pid),
+        (None, Some((program, rest))) => Target::Program {
+            program: program.clone(),
+            args: rest.to_vec(),
+        },
+        (None, None) => {
+            return Err(anyhow::anyhow!("give --pid PID or -- PROGRAM [ARGS...]").into());
+        }
+    };
+    let storage = SqliteStorage::open(&args.store.db)
+        .with_context(|| format!("opening the store {}", args.store.db.display()))?;
+    let writer = BatchWriter::spawn(Box::new(storage), WriterOptions::default());
+    let sender = writer.sender();
+
+    sys::install_stop_handlers().context("installing signal handlers")?;
+    let options = AttachOptions {
+        functions: args.functions.clone(),
+        max_string: args.max_string,
+        ..Default::default()
+    };
+    let mut session = Session::attach(target, options).map_err(|e| {
+        if e.is_environment() {
+            Failure::environment(e)
+        } else {
+            Failure::from(e)
+        }
+    })?;
+    let mut err = std::io::stderr().lock();
+    for f in session.functions() {
+        let build = if f.build_id.is_empty() {
+            "no build id".to_owned()
+        } else {
+            format!("build {}", short(&f.build_id))
+        };
+        writeln!(
+            err,
+            "chronicle: tracing {} in {} ({build}) of pid {}",
+            f.signature,
+            f.binary.display(),
+            session.pid()
+        )?;
+    }
+    drop(err);
+
+    // Printing stops quietly if stdout goes away (`| head`); capture goes on.
+    let mut print = args.print;
+    let mut not_written = 0u64;
+    let mut stdout = std::io::stdout().lock();
+    let mut sink = |record: chronicle::CallRecord| {
+        if print && writeln!(stdout, "{}", one_line(&record)).is_err() {
+            print = false;
+        }
+        if sender.send(record).is_err() {
+            not_written += 1;
+        }
+    };
+    let tick = if args.progress > 0.0 {
+        Duration::from_secs_f64(args.progress)
+    } else {
+        Duration::MAX
+    };
+    let mut on_tick = |stats: &[chronicle_agent::FunctionStats]| {
+        let parts: Vec<String> = stats
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {} calls, {} stored, {} dropped",
+                    s.name, s.calls, s.records, s.dropped
+                )
+            })
+            .collect();
+        eprintln!("chronicle: {}", parts.join("; "));
+    };
+    let summary = session.run(duration, tick, &mut sink, &mut on_tick)?;
+    drop(session);
+    drop(sender);
+    let written = writer.finish().context("writing the last records")?;
+
+    let why = match summary.reason {
+        StopReason::Duration => "duration reached".to_owned(),
+        StopReason::Signal => "interrupted".to_owned(),
+        StopReason::TargetExited => match summary.exit {
+            Some(sys::ExitStatus::Code(code)) => format!("program exited with status {code}"),
+            Some(sys::ExitStatus::Signal(sig)) => format!("program killed by signal {sig}"),
+            None => "process exited".to_owned(),
+        },
+    };
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "chronicle: stopped after {:.1}s ({why}); {} records written to {}",
+        summary.elapsed.as_secs_f64(),
+        written.written,
+        args.store.db.display()
+    )?;
+    writeln!(
+        err,
+        "{:<40} {:>10} {:>10} {:>9} {:>9} {:>12}",
+        "function", "calls", "stored", "unwound", "dropped", "fetch errors"
+    )?;
+    for f in &summary.functions {
+        writeln!(
+            err,
+            "{:<40} {:>10} {:>10} {:>9} {:>9} {:>12}",
+            f.name, f.calls, f.records, f.unwound, f.dropped, f.fetch_errors
+        )?;
+        if f.orphan_returns > 0 {
+            writeln!(
+                err,
+                "  {} returns of calls that began before tracing started were not stored",
+                f.orphan_returns
+            )?;
+        }
+    }
+    if summary.dropped() > 0 {
+        writeln!(
+            err,
+            "chronicle: {} events were dropped because the ring buffer was full",
+            summary.dropped()
+        )?;
+    }
+    if not_written > 0 {
+        writeln!(
+            err,
+            "chronicle: {not_written} records were not written: the storage writer stopped"
+        )?;
+    }
+    if written.write_errors > 0 {
+        writeln!(
+            err,
+            "chronicle: {} batches failed to write",
+            written.write_errors
+        )?;
+    }
+    Ok(crate::exit::OK)
+}
+
+fn short(build_id: &str) -> &str {
+    &build_id[..build_id.len().min(12)]
+}
+
+/// `transfer(from="alice", to="bob", cents=1250) -> 0  [12.3µs]`
+#[cfg(target_os = "linux")]
+fn one_line(record: &chronicle::CallRecord) -> String {
+    let args: Vec<String> = record
+        .args
+        .iter()
+        .map(|(name, value)| format!("{name}={}", value.to_json()))
+        .collect();
+    let ret = match (&record.ret, record.status) {
+        (_, chronicle::Status::Unwound) => " unwound".to_owned(),
+        (Some(v), _) => format!(" -> {}", v.to_json()),
+        (None, _) => String::new(),
+    };
+    let took = record
+        .duration_ns
+        .map(|ns| format!("  [{}]", super::functions::human_duration(ns)))
+        .unwrap_or_default();
+    let missing = if record.unavailable.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = record
+            .unavailable
+            .iter()
+            .map(|(n, why)| format!("{n}: {why}"))
+            .collect();
+        format!("  (not read: {})", parts.join("; "))
+    };
+    format!(
+        "[tid {}] {}({}){ret}{took}{missing}",
+        record.tid,
+        record.function,
+        args.join(", ")
+    )
+}
