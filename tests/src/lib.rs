@@ -1,0 +1,281 @@
+//! Helpers for the end-to-end tests: compile fixture programs, find the `chronicle` binary,
+//! run fixtures and the CLI, and require BPF where the tests need it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+}
+
+/// Where tests put what they build and write: `<target>/e2e`.
+fn tmp_root() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace().join("target"), PathBuf::from);
+    target.join("e2e")
+}
+
+/// A scratch directory for one test, emptied first.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = tmp_root().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Whether this process may load and attach eBPF programs. When it may not, a test that
+/// needs BPF either panics (`CHRONICLE_REQUIRE_BPF=1`, as in CI) or says loudly that it did
+/// not run and returns `false`.
+pub fn bpf_available(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc_geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var("CHRONICLE_REQUIRE_BPF").as_deref() == Ok("1") {
+        panic!("{test} needs root (CAP_BPF + CAP_PERFMON) and CHRONICLE_REQUIRE_BPF=1 is set");
+    }
+    eprintln!(
+        "NOT RUN: {test} needs root for eBPF; run the tests with sudo (CI sets CHRONICLE_REQUIRE_BPF=1)"
+    );
+    false
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Optimisation level of a fixture build.
+#[derive(Clone, Copy, Debug)]
+pub enum Opt {
+    O0,
+    O2,
+}
+
+impl Opt {
+    fn flag(self) -> &'static str {
+        match self {
+            Opt::O0 => "0",
+            Opt::O2 => "2",
+        }
+    }
+}
+
+/// Compiles `tests/fixtures/<name>.c` with debug info; returns the binary's path.
+pub fn build_c(name: &str, opt: Opt) -> PathBuf {
+    let src = workspace().join("tests/fixtures").join(format!("{name}.c"));
+    let out = fixture_dir().join(format!("{name}-O{}", opt.flag()));
+    let tmp = unique(&out);
+    run_ok(
+        Command::new("cc")
+            .args(["-g", &format!("-O{}", opt.flag()), "-pthread", "-o"])
+            .arg(&tmp)
+            .arg(&src),
+    );
+    std::fs::rename(&tmp, &out).expect("move fixture into place");
+    out
+}
+
+/// Builds `libledger.so` and `ledger_app`, which calls it; returns `(app, library)`.
+pub fn build_ledger() -> (PathBuf, PathBuf) {
+    let fixtures = workspace().join("tests/fixtures");
+    let lib = fixture_dir().join("libledger.so");
+    let tmp = unique(&lib);
+    run_ok(
+        Command::new("cc")
+            .args(["-g", "-O2", "-shared", "-fPIC", "-o"])
+            .arg(&tmp)
+            .arg(fixtures.join("ledger.c")),
+    );
+    std::fs::rename(&tmp, &lib).expect("move fixture into place");
+    let app = fixture_dir().join("ledger_app");
+    let tmp = unique(&app);
+    let dir = fixture_dir();
+    run_ok(
+        Command::new("cc")
+            .args(["-g", "-O2", "-o"])
+            .arg(&tmp)
+            .arg(fixtures.join("ledger_app.c"))
+            .arg(format!("-L{}", dir.display()))
+            .arg(format!("-Wl,-rpath,{}", dir.display()))
+            .arg("-lledger"),
+    );
+    std::fs::rename(&tmp, &app).expect("move fixture into place");
+    (app, lib)
+}
+
+/// A private path next to `out`: tests build the same fixture concurrently, and each moves
+/// its finished build into place atomically.
+fn unique(out: &Path) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    out.with_extension(format!("tmp{}-{n}", std::process::id()))
+}
+
+/// Compiles `tests/fixtures/<name>.rs` with debug info; returns the binary's path.
+pub fn build_rust(name: &str, opt: Opt) -> PathBuf {
+    let src = workspace()
+        .join("tests/fixtures")
+        .join(format!("{name}.rs"));
+    let out = fixture_dir().join(format!("{name}-O{}", opt.flag()));
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let tmp = unique(&out);
+    run_ok(
+        Command::new(rustc)
+            .args([
+                "--edition",
+                "2024",
+                "-g",
+                "-C",
+                &format!("opt-level={}", opt.flag()),
+                "--crate-name",
+                name,
+                "-o",
+            ])
+            .arg(&tmp)
+            .arg(&src),
+    );
+    std::fs::rename(&tmp, &out).expect("move fixture into place");
+    out
+}
+
+fn fixture_dir() -> PathBuf {
+    let dir = tmp_root().join("fixtures");
+    std::fs::create_dir_all(&dir).expect("create fixture dir");
+    dir
+}
+
+#[track_caller]
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The `chronicle` binary of this workspace, built once per test run.
+pub fn chronicle_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "chronicle-cli",
+                "--bin",
+                "chronicle",
+                "--message-format=json",
+            ])
+            .current_dir(workspace())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build for the chronicle binary");
+        assert!(out.status.success(), "building the chronicle binary failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find_map(|msg| {
+                (msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "chronicle")
+                    .then(|| msg["executable"].as_str().map(PathBuf::from))
+                    .flatten()
+            })
+            .expect("cargo reported the chronicle executable")
+    })
+}
+
+/// Runs `chronicle ARGS`; returns its output (whatever the exit status).
+pub fn chronicle(args: &[&str]) -> Output {
+    Command::new(chronicle_bin())
+        .args(args)
+        .output()
+        .expect("run chronicle")
+}
+
+/// Runs `chronicle ARGS` and requires success.
+#[track_caller]
+pub fn chronicle_ok(args: &[&str]) -> Output {
+    let out = chronicle(args);
+    assert!(
+        out.status.success(),
+        "chronicle {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A fixture process, killed when dropped.
+pub struct Running {
+    pub child: Child,
+}
+
+impl Running {
+    /// Starts `program ARGS` and waits for its `ready <pid>` line.
+    pub fn start(program: &Path, args: &[&str]) -> Running {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read ready line");
+        assert!(
+            line.starts_with("ready "),
+            "fixture printed {line:?} instead of ready"
+        );
+        Running { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Exports every record of `function` from `db` as JSON.
+#[track_caller]
+pub fn export(db: &Path, function: &str) -> Vec<serde_json::Value> {
+    let out = chronicle_ok(&[
+        "export",
+        function,
+        "-o",
+        "-",
+        "--db",
+        db.to_str().expect("utf-8 path"),
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("export prints JSON");
+    json.as_array().expect("export prints an array").clone()
+}
+
+/// The GNU build ID of a binary, from `readelf -n` (independent of Chronicle's own parser).
+pub fn build_id(binary: &Path) -> String {
+    let out = run_ok(Command::new("readelf").arg("-n").arg(binary));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_owned))
+        .expect("binary has a build id")
+}

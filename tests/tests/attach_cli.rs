@@ -1,0 +1,177 @@
+//! `chronicle attach` as a user meets it: shared libraries, wrong names, missing privileges,
+//! processes that go away.
+
+use chronicle_tests::{
+    Opt, Running, bpf_available, build_c, build_id, build_ledger, chronicle, export, scratch,
+};
+use serde_json::json;
+
+#[test]
+fn traces_a_function_in_a_shared_library() {
+    let name = "traces_a_function_in_a_shared_library";
+    if !bpf_available(name) {
+        return;
+    }
+    let dir = scratch(name);
+    let (app, lib) = build_ledger();
+    let service = Running::start(&app, &[]);
+    let db = dir.join("chronicle.db");
+    let pid = service.pid().to_string();
+    let out = chronicle(&[
+        "attach",
+        "--pid",
+        &pid,
+        "--func",
+        "ledger_post",
+        "--duration",
+        "0.5",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = export(&db, "ledger_post");
+    assert!(
+        records.len() >= 10,
+        "about 100 calls in 0.5 s, got {}",
+        records.len()
+    );
+    for r in &records {
+        assert_eq!(r["binary"], lib.to_str().unwrap());
+        assert_eq!(r["build_id"], build_id(&lib));
+        assert_eq!(r["args"], json!({"account": "savings", "cents": -42}));
+        assert_eq!(r["return"], json!(7 * 1000 - 42));
+        assert_eq!(r["status"], "ok");
+    }
+}
+
+#[test]
+fn unknown_function_lists_close_matches() {
+    let name = "unknown_function_lists_close_matches";
+    if !bpf_available(name) {
+        return;
+    }
+    let bank = build_c("bank", Opt::O0);
+    let service = Running::start(&bank, &["--interval-ms", "50"]);
+    let pid = service.pid().to_string();
+    let db = scratch(name).join("chronicle.db");
+    let out = chronicle(&[
+        "attach",
+        "--pid",
+        &pid,
+        "--func",
+        "transfr",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no function `transfr`"), "{stderr}");
+    assert!(stderr.contains("closest matches: transfer"), "{stderr}");
+}
+
+#[test]
+fn missing_process_is_a_usage_error() {
+    let db = scratch("missing_process_is_a_usage_error").join("chronicle.db");
+    // Pid 0x3fffffff is above any pid_max the kernel allows.
+    let out = chronicle(&[
+        "attach",
+        "--pid",
+        "1073741823",
+        "--func",
+        "main",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no process with pid 1073741823"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_privileges_says_which_capabilities() {
+    let name = "without_privileges_says_which_capabilities";
+    if !bpf_available(name) {
+        return;
+    }
+    // Drop to nobody, with no capabilities, and try to trace one of our own processes.
+    let dir = scratch(name);
+    let bank = build_c("bank", Opt::O0);
+    let setpriv = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ];
+    let mut service_args = setpriv.to_vec();
+    service_args.extend([bank.to_str().unwrap(), "--interval-ms", "50"]);
+    let service = Running::start(std::path::Path::new("setpriv"), &service_args);
+    let pid = service.pid().to_string();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let db = dir.join("chronicle.db");
+    let out = std::process::Command::new("setpriv")
+        .args(setpriv)
+        .arg(chronicle_tests::chronicle_bin())
+        .args([
+            "attach",
+            "--pid",
+            &pid,
+            "--func",
+            "transfer",
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn process_exit_ends_tracing_cleanly() {
+    let name = "process_exit_ends_tracing_cleanly";
+    if !bpf_available(name) {
+        return;
+    }
+    let dir = scratch(name);
+    let bank = build_c("bank", Opt::O0);
+    // About 2 s of rounds, then the service exits on its own while traced.
+    let service = Running::start(&bank, &["--iterations", "400", "--interval-ms", "5"]);
+    let pid = service.pid().to_string();
+    let db = dir.join("chronicle.db");
+    let out = chronicle(&[
+        "attach",
+        "--pid",
+        &pid,
+        "--func",
+        "greeting",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("(process exited)"), "{stderr}");
+    let records = export(&db, "greeting");
+    assert!(
+        !records.is_empty() && records.len() <= 400,
+        "{}",
+        records.len()
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["return"] == "hello, world" && r["status"] == "ok")
+    );
+    drop(service);
+}
