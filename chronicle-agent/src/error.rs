@@ -17,6 +17,8 @@ pub enum AgentError {
         #[source]
         source: MapsError,
     },
+    #[error("process {pid} maps no executable: it has exited or is a kernel thread")]
+    NothingMapped { pid: u32 },
     #[error("cannot read the memory map of pid {pid}")]
     Maps {
         pid: u32,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
-use aya::{Ebpf, include_bytes_aligned};
+use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use chronicle::{CallRecord, Status, Value};
 use chronicle_common::{
     COUNTERS_MAP, CapturePlan, Counters, EVENTS_MAP, EventHeader, MAX_PROBES, PLANS_MAP,
@@ -53,6 +53,9 @@ pub struct AttachOptions {
     pub wakeup_bytes: u64,
     /// The reader drains the ring buffer at least this often.
     pub drain_interval: Duration,
+    /// Size of the ring buffer between the probes and the reader: headroom for bursts the
+    /// reader cannot follow at once. A power of two, at least one page.
+    pub ring_buffer_bytes: u32,
 }
 
 impl Default for AttachOptions {
@@ -62,6 +65,7 @@ impl Default for AttachOptions {
             max_string: 256,
             wakeup_bytes: 256 * 1024,
             drain_interval: Duration::from_millis(10),
+            ring_buffer_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -138,15 +142,22 @@ pub struct Session {
     // Field order matters: maps and links are closed before the object they came from.
     ring: RingBuf<MapData>,
     ebpf: Ebpf,
-    probes: Vec<Probe>,
-    functions: Vec<TracedFunction>,
-    stats: Vec<FunctionStats>,
+    tracker: Tracker,
     pid: u32,
     child: Option<sys::HeldChild>,
     pidfd: OwnedFd,
+    options: AttachOptions,
+    counts_read: Instant,
+}
+
+/// Everything that turns events into records; apart from the ring buffer so events can be
+/// handled in place, without copying them out first.
+struct Tracker {
+    probes: Vec<Probe>,
+    functions: Vec<TracedFunction>,
+    stats: Vec<FunctionStats>,
     pairing: Pairing<DecodedArgs>,
     clock_offset_ns: i128,
-    options: AttachOptions,
 }
 
 impl Session {
@@ -200,7 +211,10 @@ impl Session {
             });
         }
 
-        let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(load_error)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(load_error)?;
         let mut probes = Vec::with_capacity(probe_count);
         {
             let mut plans: BpfHashMap<_, u32, CapturePlan> =
@@ -310,15 +324,18 @@ impl Session {
         Ok(Session {
             ring,
             ebpf,
-            probes,
-            functions,
-            stats,
+            tracker: Tracker {
+                probes,
+                functions,
+                stats,
+                pairing: Pairing::default(),
+                clock_offset_ns: sys::realtime_offset_ns(),
+            },
             pid,
             child,
             pidfd,
-            pairing: Pairing::default(),
-            clock_offset_ns: sys::realtime_offset_ns(),
             options,
+            counts_read: Instant::now(),
         })
     }
 
@@ -329,7 +346,7 @@ impl Session {
 
     /// The functions with probes on them.
     pub fn functions(&self) -> &[TracedFunction] {
-        &self.functions
+        &self.tracker.functions
     }
 
     /// Reads events until `duration` passes, SIGINT/SIGTERM arrives (see
@@ -367,13 +384,13 @@ impl Session {
             if last_tick.elapsed() >= tick {
                 last_tick = Instant::now();
                 self.refresh_kernel_counts();
-                on_tick(&self.stats);
+                on_tick(&self.tracker.stats);
             }
         };
         self.drain(sink);
-        for open in self.pairing.drain() {
+        for open in self.tracker.pairing.drain() {
             let reason = "tracing stopped while the call was running";
-            let record = self.unwound_record(open, reason);
+            let record = self.tracker.unwound_record(open, reason);
             sink(record);
         }
         self.refresh_kernel_counts();
@@ -383,24 +400,54 @@ impl Session {
         };
         Ok(RunSummary {
             reason,
-            functions: self.stats.clone(),
+            functions: self.tracker.stats.clone(),
             exit,
             elapsed: started.elapsed(),
         })
     }
 
     fn drain(&mut self, sink: &mut dyn FnMut(CallRecord)) {
-        let mut events: Vec<Vec<u8>> = Vec::new();
-        // Copy out first: the ring buffer slot is released as soon as the item drops, and
-        // decoding needs `&mut self`.
-        while let Some(item) = self.ring.next() {
-            events.push(item.to_vec());
+        // Kernel counts first (at most every 10 ms): a return dropped before these events
+        // changes how an unmatched entry among them is explained.
+        if self.counts_read.elapsed() >= Duration::from_millis(10) {
+            self.refresh_kernel_counts();
         }
-        for bytes in events {
-            self.handle(&bytes, sink);
+        while let Some(item) = self.ring.next() {
+            self.tracker.handle(&item, sink);
         }
     }
 
+    fn refresh_kernel_counts(&mut self) {
+        self.counts_read = Instant::now();
+        let Some(map) = self.ebpf.map(COUNTERS_MAP) else {
+            return;
+        };
+        let Ok(counters) = PerCpuArray::<_, Counters>::try_from(map) else {
+            return;
+        };
+        let tracker = &mut self.tracker;
+        for stats in &mut tracker.stats {
+            stats.calls = 0;
+            stats.dropped = 0;
+            stats.fetch_errors = 0;
+        }
+        for (id, probe) in tracker.probes.iter().enumerate() {
+            let Ok(per_cpu) = counters.get(&(id as u32), 0) else {
+                continue;
+            };
+            let stats = &mut tracker.stats[probe.function];
+            for c in per_cpu.iter() {
+                if !probe.is_return {
+                    stats.calls += c.hits;
+                }
+                stats.dropped += c.ringbuf_full;
+                stats.fetch_errors += c.fetch_errors;
+            }
+        }
+    }
+}
+
+impl Tracker {
     fn handle(&mut self, bytes: &[u8], sink: &mut dyn FnMut(CallRecord)) {
         let header_len = size_of::<EventHeader>();
         if bytes.len() < header_len {
@@ -431,7 +478,7 @@ impl Session {
                             .decode_return(header.regs[0], header.regs[1], &fetched);
                     let closed = self.pairing.ret(header.tid, probe.function, header.sp);
                     for open in closed.unwound {
-                        let record = self.unwound_record(
+                        let record = self.inferred_unwound_record(
                             open,
                             "the call never returned (the stack unwound past it)",
                         );
@@ -457,14 +504,27 @@ impl Session {
                         data: decoded,
                     };
                     for gone in self.pairing.enter(open) {
-                        let record = self
-                            .unwound_record(gone, "the call never returned (its frame was reused)");
+                        let record = self.inferred_unwound_record(
+                            gone,
+                            "the call never returned (its frame was reused)",
+                        );
                         sink(record);
                     }
                 }
             }
             _ => {}
         }
+    }
+
+    /// An unwind inferred from the stack. If the kernel dropped events of this function, the
+    /// missing return may be one of them, and the record says so instead of guessing.
+    fn inferred_unwound_record(&mut self, open: OpenCall<DecodedArgs>, reason: &str) -> CallRecord {
+        let reason = if self.stats[open.function].dropped > 0 {
+            "no return seen: the call unwound, or its return event was dropped (ring buffer full)"
+        } else {
+            reason
+        };
+        self.unwound_record(open, reason)
     }
 
     fn unwound_record(&mut self, open: OpenCall<DecodedArgs>, reason: &str) -> CallRecord {
@@ -509,33 +569,6 @@ impl Session {
             args: open.data.args,
             ret,
             unavailable,
-        }
-    }
-
-    fn refresh_kernel_counts(&mut self) {
-        let Some(map) = self.ebpf.map(COUNTERS_MAP) else {
-            return;
-        };
-        let Ok(counters) = PerCpuArray::<_, Counters>::try_from(map) else {
-            return;
-        };
-        for stats in &mut self.stats {
-            stats.calls = 0;
-            stats.dropped = 0;
-            stats.fetch_errors = 0;
-        }
-        for (id, probe) in self.probes.iter().enumerate() {
-            let Ok(per_cpu) = counters.get(&(id as u32), 0) else {
-                continue;
-            };
-            let stats = &mut self.stats[probe.function];
-            for c in per_cpu.iter() {
-                if !probe.is_return {
-                    stats.calls += c.hits;
-                }
-                stats.dropped += c.ringbuf_full;
-                stats.fetch_errors += c.fetch_errors;
-            }
         }
     }
 }
@@ -622,6 +655,10 @@ fn resolve_in_process(
             }
             Err(_) => {}
         }
+    }
+    if elves.is_empty() {
+        // A zombie (or a kernel thread) maps nothing: there is nothing to trace.
+        return Err(AgentError::NothingMapped { pid });
     }
     let mut debug = DebugCache::default();
     let mut functions = Vec::new();

@@ -30,6 +30,10 @@ pub struct Args {
     /// Longest string captured per value, in bytes; longer ones are truncated and marked.
     #[arg(long, default_value_t = 256, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=4000))]
     pub max_string: u16,
+    /// Ring buffer between the kernel probes and the reader, in MiB (a power of two): headroom
+    /// for bursts. Events that do not fit are counted as dropped.
+    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = ring_size)]
+    pub ring_buffer_mb: u32,
     /// Print each captured call as it is stored.
     #[arg(long)]
     pub print: bool,
@@ -83,6 +87,7 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     let options = AttachOptions {
         functions: args.functions.clone(),
         max_string: args.max_string,
+        ring_buffer_bytes: args.ring_buffer_mb * 1024 * 1024,
         ..Default::default()
     };
     let mut session = Session::attach(target, options).map_err(|e| {
@@ -174,7 +179,7 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         if f.orphan_returns > 0 {
             writeln!(
                 err,
-                "  {} returns of calls that began before tracing started were not stored",
+                "  {} returns had no entry event (the call began before tracing, or its entry was dropped) and were not stored",
                 f.orphan_returns
             )?;
         }
@@ -200,6 +205,15 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         )?;
     }
     Ok(crate::exit::OK)
+}
+
+fn ring_size(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(mb) if mb.is_power_of_two() && mb <= 1024 => Ok(mb),
+        _ => Err(format!(
+            "expected a power of two from 1 to 1024, got `{text}`"
+        )),
+    }
 }
 
 fn short(build_id: &str) -> &str {
