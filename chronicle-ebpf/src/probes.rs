@@ -152,7 +152,7 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
         _ => match EVENTS.reserve::<EventHeader>(0) {
             Some(mut entry) => {
                 entry.write(header);
-                entry.submit(wakeup_flags());
+                entry.submit(wakeup_flags(size_of::<EventHeader>() as u64));
                 true
             }
             None => false,
@@ -211,7 +211,7 @@ fn emit_with_payload<E: PayloadEvent + 'static, const SLOT: usize>(
             *slot = result;
         }
     }
-    entry.submit(wakeup_flags());
+    entry.submit(wakeup_flags(size_of::<E>() as u64));
     true
 }
 
@@ -252,14 +252,17 @@ fn fetch<const SLOT: usize>(op: &FetchOp, regs: &Regs, payload: *mut u8) -> i16 
     ret as i16
 }
 
-/// Wake the reader only once enough data is pending; it also drains on a short timer.
-fn wakeup_flags() -> u64 {
+/// Wake the reader once, when the pending data crosses the threshold; the reader also drains
+/// on a short timer. Waking on every event past the threshold would cost an inter-processor
+/// interrupt per event exactly when the reader is already behind.
+fn wakeup_flags(event_size: u64) -> u64 {
     let threshold = RING_CONFIG.get(0).map_or(0, |c| c.wakeup_bytes);
     if threshold == 0 {
         return 0;
     }
+    // Includes this event: it is reserved, not yet submitted.
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA);
-    if pending >= threshold {
+    if pending >= threshold && pending.saturating_sub(event_size) < threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -35,7 +35,7 @@ pub struct WriterOptions {
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
-            max_batch: 512,
+            max_batch: 4096,
             max_delay: Duration::from_millis(100),
         }
     }
