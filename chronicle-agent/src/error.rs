@@ -69,6 +69,12 @@ pub enum AgentError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(
+        "`{function}` in {} is an indirect function (its resolver runs once at load time), so a \
+         probe on it would never fire: trace the implementation it resolves to, or its caller",
+        binary.display()
+    )]
+    IndirectFunction { function: String, binary: PathBuf },
     #[error("no --func given: name at least one function to trace")]
     NoFunctions,
     #[error("too many probes ({count}); the limit is {limit}")]

@@ -689,6 +689,12 @@ fn prepare(
     elf: &ElfFile,
     limits: &PlanLimits,
 ) -> Result<TracedFunction, AgentError> {
+    if elf.is_ifunc(found.symbol.address) {
+        return Err(AgentError::IndirectFunction {
+            function: found.symbol.demangled.clone(),
+            binary: found.object.clone(),
+        });
+    }
     let info = debug
         .by_path
         .entry(found.object.clone())

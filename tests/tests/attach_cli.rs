@@ -189,3 +189,31 @@ fn process_exit_ends_tracing_cleanly() {
         }
     }
 }
+
+#[test]
+fn indirect_functions_are_refused_with_a_reason() {
+    let name = "indirect_functions_are_refused_with_a_reason";
+    if !bpf_available(name) {
+        return;
+    }
+    let bank = build_c("bank", Opt::O0);
+    let service = Running::start(&bank, &["--interval-ms", "50"]);
+    let pid = service.pid().to_string();
+    let db = scratch(name).join("chronicle.db");
+    // glibc's strcmp is an IFUNC: the symbol is its resolver, not the comparison.
+    let out = chronicle(&[
+        "attach",
+        "--pid",
+        &pid,
+        "--func",
+        "strcmp",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`strcmp` in ") && stderr.contains("is an indirect function"),
+        "{stderr}"
+    );
+}

@@ -9,6 +9,7 @@ pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod story;
 
+use chronicle_symbols::resolve::levenshtein;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -210,7 +211,7 @@ fn closest(query: &str, known: &[String]) -> Vec<String> {
             let distance = if lower.contains(&query) {
                 0
             } else {
-                edit_distance(&query, &lower).min(edit_distance(&query, last))
+                levenshtein(&query, &lower).min(levenshtein(&query, last))
             };
             (distance <= threshold).then_some((distance, name))
         })
@@ -221,22 +222,6 @@ fn closest(query: &str, known: &[String]) -> Vec<String> {
         .take(3)
         .map(|(_, name)| name.clone())
         .collect()
-}
-
-/// Levenshtein distance in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
 }
 
 /// The `p`th percentile (0–100) of `sorted` by the nearest-rank method: the smallest value
@@ -359,9 +344,9 @@ mod tests {
 
     #[test]
     fn edit_distances() {
-        assert_eq!(edit_distance("", ""), 0);
-        assert_eq!(edit_distance("abc", ""), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("µs", "us"), 1);
+        assert_eq!(levenshtein("", ""), 0);
+        assert_eq!(levenshtein("abc", ""), 3);
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+        assert_eq!(levenshtein("µs", "us"), 1);
     }
 }
