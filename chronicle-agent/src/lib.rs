@@ -13,5 +13,5 @@ pub mod sys;
 
 pub use error::AgentError;
 pub use session::{
-    AttachOptions, FunctionStats, RunEnd, RunSummary, Session, StopReason, Target, TracedFunction,
+    AttachOptions, FunctionStats, RunSummary, Session, StopReason, Target, TracedFunction,
 };

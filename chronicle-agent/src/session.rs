@@ -111,16 +111,13 @@ pub enum StopReason {
     TargetExited,
 }
 
-/// How the traced program ended, when Chronicle started it.
-pub type RunEnd = Option<sys::ExitStatus>;
-
 /// What a run did.
 #[derive(Clone, Debug)]
 pub struct RunSummary {
     pub reason: StopReason,
     pub functions: Vec<FunctionStats>,
     /// Exit status of a program started by `attach -- PROGRAM`.
-    pub exit: RunEnd,
+    pub exit: Option<sys::ExitStatus>,
     pub elapsed: Duration,
 }
 
@@ -307,10 +304,7 @@ impl Session {
         let mut child = child;
         if let Some(child) = child.as_mut() {
             child.release().map_err(|source| AgentError::Spawn {
-                program: functions
-                    .first()
-                    .map(|f| f.binary.display().to_string())
-                    .unwrap_or_default(),
+                program: child.program.clone(),
                 source,
             })?;
         }

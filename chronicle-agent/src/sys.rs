@@ -14,6 +14,8 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct HeldChild {
     pub pid: u32,
+    /// The program it will run, for messages.
+    pub program: String,
     gate: Option<OwnedFd>,
     status: Option<OwnedFd>,
 }
@@ -62,6 +64,7 @@ pub fn spawn_held(program: &OsStr, args: &[&OsStr]) -> io::Result<HeldChild> {
     drop(status_write);
     Ok(HeldChild {
         pid: pid as u32,
+        program: program.to_string_lossy().into_owned(),
         gate: Some(gate_write),
         status: Some(status_read),
     })
@@ -217,11 +220,6 @@ pub fn realtime_offset_ns() -> i128 {
     let real = clock_ns(libc::CLOCK_REALTIME);
     let mono2 = clock_ns(libc::CLOCK_MONOTONIC);
     real as i128 - ((mono as i128 + mono2 as i128) / 2)
-}
-
-/// `CLOCK_MONOTONIC` now, in the same time base as `bpf_ktime_get_ns()`.
-pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
