@@ -1,7 +1,7 @@
 //! Benchmarks (`cargo xtask bench <name>`). Figures go to BENCHMARKS.md by hand, with the
 //! command that produced them. Timings live here, never in tests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -134,7 +134,7 @@ fn untraced(hot: &Path, calls: u64, mode: &str) -> Result<u64> {
 fn traced_run(
     chronicle: &Path,
     hot: &Path,
-    db: &PathBuf,
+    db: &Path,
     function: &str,
     calls: u64,
     mode: &str,
