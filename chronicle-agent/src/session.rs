@@ -18,6 +18,7 @@ use chronicle_common::{
 };
 use chronicle_symbols::dwarf::DebugInfo;
 use chronicle_symbols::elf::ElfFile;
+use chronicle_symbols::libs;
 use chronicle_symbols::maps::ProcessMaps;
 use chronicle_symbols::plan::{self, DecodedArgs, FunctionPlan, PlanLimits};
 use chronicle_symbols::resolve::{self, ResolvedFunction};
@@ -177,18 +178,17 @@ impl Session {
             }
             Target::Program { program, args } => {
                 let path = find_program(&program)?;
-                let elf = ElfFile::open(&path).map_err(|source| AgentError::Elf {
+                let exe = ElfFile::open(&path).map_err(|source| AgentError::Elf {
                     path: path.clone(),
                     source,
                 })?;
-                let mut debug = DebugCache::default();
-                let mut functions = Vec::new();
-                for query in &options.functions {
-                    let found = resolve::resolve(query, std::slice::from_ref(&elf))?;
-                    for f in found {
-                        functions.push(prepare(f, &path, &mut debug, &elf, &limits)?);
-                    }
-                }
+                // Nothing is mapped before exec: find the libraries the loader will map.
+                // One we cannot read is only skipped, as for a running process.
+                let libs = libs::needed_libraries(&exe);
+                let mut elves = vec![exe];
+                elves.extend(libs.iter().filter_map(|lib| ElfFile::open(lib).ok()));
+                let paths: Vec<PathBuf> = elves.iter().map(|e| e.path().to_owned()).collect();
+                let functions = resolve_functions(&elves, &paths, &options.functions, &limits)?;
                 let arg_refs: Vec<&std::ffi::OsStr> =
                     args.iter().map(OsString::as_os_str).collect();
                 let child = sys::spawn_held(path.as_os_str(), &arg_refs).map_err(|source| {
@@ -197,7 +197,7 @@ impl Session {
                         source,
                     }
                 })?;
-                (child.pid, Some(child), dedup(functions))
+                (child.pid, Some(child), functions)
             }
         };
         let probe_count = functions.len() * 2;
@@ -654,19 +654,29 @@ fn resolve_in_process(
         // A zombie (or a kernel thread) maps nothing: there is nothing to trace.
         return Err(AgentError::NothingMapped { pid });
     }
+    resolve_functions(&elves, &map_paths, queries, limits)
+}
+
+/// Resolves every query in `elves` (the executable first: a name it defines wins over a
+/// library's) and prepares its probes; `paths[i]` is how the process names `elves[i]`.
+fn resolve_functions(
+    elves: &[ElfFile],
+    paths: &[PathBuf],
+    queries: &[String],
+    limits: &PlanLimits,
+) -> Result<Vec<TracedFunction>, AgentError> {
     let mut debug = DebugCache::default();
     let mut functions = Vec::new();
     for query in queries {
-        // The executable first: a name it defines wins over a library's.
         let found = match resolve::resolve(query, &elves[..1]) {
             Ok(found) => found,
-            Err(_) => resolve::resolve(query, &elves)?,
+            Err(_) => resolve::resolve(query, elves)?,
         };
         for f in found {
             let index = elves.iter().position(|e| e.path() == f.object).unwrap_or(0);
             functions.push(prepare(
                 f,
-                &map_paths[index],
+                &paths[index],
                 &mut debug,
                 &elves[index],
                 limits,

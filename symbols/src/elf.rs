@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
-use object::elf::{DF_1_PIE, DT_FLAGS_1, DT_SONAME, ET_DYN, ET_EXEC, PT_INTERP, STT_GNU_IFUNC};
+use object::elf::{
+    DF_1_PIE, DT_FLAGS_1, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME, ET_DYN, ET_EXEC, PT_INTERP,
+    STT_GNU_IFUNC,
+};
 use object::read::elf::{Dyn as _, FileHeader, ProgramHeader as _};
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
@@ -79,6 +82,18 @@ pub struct ElfFile {
     ifuncs: HashSet<u64>,
     segments: Vec<LoadSegment>,
     has_debug_info: bool,
+    dynamic: DynamicDeps,
+}
+
+/// What the dynamic section says about libraries: `DT_NEEDED` names and search paths.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DynamicDeps {
+    /// `DT_NEEDED` entries, in order (`libc.so.6`).
+    pub needed: Vec<String>,
+    /// `DT_RUNPATH` directories, unexpanded (`$ORIGIN/../lib`).
+    pub runpath: Vec<String>,
+    /// `DT_RPATH` directories (only used when there is no `DT_RUNPATH`).
+    pub rpath: Vec<String>,
 }
 
 impl std::fmt::Debug for ElfFile {
@@ -184,6 +199,11 @@ impl ElfFile {
         }
         let has_debug_info = object::Object::section_by_name(&obj, ".debug_info")
             .is_some_and(|s| object::ObjectSection::size(&s) > 0);
+        let dynamic = match &obj {
+            object::File::Elf64(elf) => dynamic_deps(elf, &data[..]),
+            object::File::Elf32(elf) => dynamic_deps(elf, &data[..]),
+            _ => DynamicDeps::default(),
+        };
         drop(obj);
         Ok(ElfFile {
             path: path.to_owned(),
@@ -195,10 +215,16 @@ impl ElfFile {
             ifuncs,
             segments,
             has_debug_info,
+            dynamic,
         })
     }
 
     /// The path this file was opened from.
+    /// Libraries this file needs and where its dynamic section says to look for them.
+    pub fn dynamic_deps(&self) -> &DynamicDeps {
+        &self.dynamic
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -288,6 +314,56 @@ fn elf_kind<Elf: FileHeader<Endian = object::Endianness>>(
         ET_DYN => ElfKind::SharedLibrary,
         _ => ElfKind::Other,
     }
+}
+
+/// `DT_NEEDED`, `DT_RUNPATH` and `DT_RPATH`, read through `.dynstr`.
+fn dynamic_deps<Elf: FileHeader<Endian = object::Endianness>>(
+    elf: &object::read::elf::ElfFile<'_, Elf>,
+    data: &[u8],
+) -> DynamicDeps {
+    let endian = elf.endian();
+    let mut deps = DynamicDeps::default();
+    let Some(dynstr) = object::Object::section_by_name(elf, ".dynstr")
+        .and_then(|s| object::ObjectSection::data(&s).ok())
+    else {
+        return deps;
+    };
+    let string_at = |offset: u64| -> Option<String> {
+        let tail = dynstr.get(usize::try_from(offset).ok()?..)?;
+        let end = tail.iter().position(|&b| b == 0)?;
+        Some(String::from_utf8_lossy(&tail[..end]).into_owned())
+    };
+    for ph in elf.elf_program_headers() {
+        let Ok(Some(entries)) = ph.dynamic(endian, data) else {
+            continue;
+        };
+        for entry in entries {
+            let tag = entry.d_tag(endian);
+            let list = if tag == DT_NEEDED {
+                &mut deps.needed
+            } else if tag == DT_RUNPATH {
+                &mut deps.runpath
+            } else if tag == DT_RPATH {
+                &mut deps.rpath
+            } else {
+                continue;
+            };
+            let Some(value) = string_at(entry.d_val(endian).into()) else {
+                continue;
+            };
+            if tag == DT_NEEDED {
+                list.push(value);
+            } else {
+                list.extend(
+                    value
+                        .split(':')
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+        }
+    }
+    deps
 }
 
 /// Dynamic symbols defined with a non-default version (`sym@VER`, not `sym@@VER`), by index.

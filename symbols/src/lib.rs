@@ -6,6 +6,7 @@
 pub mod demangle;
 pub mod dwarf;
 pub mod elf;
+pub mod libs;
 pub mod maps;
 pub mod plan;
 pub mod resolve;

@@ -367,3 +367,32 @@ fn open_errors() {
     let err = ElfFile::open(&common::fixture("orders.c")).unwrap_err();
     assert!(err.to_string().contains("orders.c"), "{err}");
 }
+
+#[test]
+fn needed_libraries_match_what_the_loader_maps() {
+    let program = common::c_program();
+    let elf = common::open(&program);
+    assert_eq!(elf.dynamic_deps().needed, ["libc.so.6"]);
+    // `ldd` asks the real loader; what it maps (libc, and the loader libc needs) is what we
+    // must find. linux-vdso has no file and is left out.
+    let ldd = common::run("ldd", &[program.to_str().unwrap()]);
+    let expect: std::collections::BTreeSet<_> = ldd
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split_once(" => ").map_or(l, |(_, rest)| rest);
+            path.starts_with('/')
+                .then(|| path.split_whitespace().next().unwrap())
+        })
+        .map(|p| std::fs::canonicalize(p).unwrap())
+        .collect();
+    let found = chronicle_symbols::libs::needed_libraries(&elf);
+    assert_eq!(
+        found
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expect
+    );
+    assert_eq!(found.len(), expect.len(), "no library twice");
+}

@@ -73,6 +73,42 @@ fn refused_func(test: &str, func: &str) -> Option<String> {
 }
 
 #[test]
+fn started_program_is_traced_in_its_shared_library_from_the_first_call() {
+    let name = "started_program_is_traced_in_its_shared_library_from_the_first_call";
+    if !bpf_available(name) {
+        return;
+    }
+    let dir = scratch(name);
+    let (app, lib) = build_ledger();
+    let db = dir.join("chronicle.db");
+    // libledger.so is not mapped until the program runs: it is found through DT_NEEDED and
+    // the program's run path.
+    let out = chronicle(&[
+        "attach",
+        "--func",
+        "ledger_post",
+        "--db",
+        db.to_str().unwrap(),
+        "--",
+        app.to_str().unwrap(),
+        "30",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = export(&db, "ledger_post");
+    assert_eq!(records.len(), 30, "every call from the first one is stored");
+    for r in &records {
+        assert_eq!(r["binary"], lib.canonicalize().unwrap().to_str().unwrap());
+        assert_eq!(r["build_id"], build_id(&lib));
+        assert_eq!(r["args"], json!({"account": "savings", "cents": -42}));
+        assert_eq!(r["return"], json!(7 * 1000 - 42));
+    }
+}
+
+#[test]
 fn unknown_function_lists_close_matches() {
     if let Some(stderr) = refused_func("unknown_function_lists_close_matches", "transfr") {
         assert!(stderr.contains("no function `transfr`"), "{stderr}");
