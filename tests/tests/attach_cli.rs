@@ -143,9 +143,18 @@ fn without_privileges_says_which_capabilities() {
     if !bpf_available(name) {
         return;
     }
-    // Drop to nobody, with no capabilities, and try to trace one of our own processes.
-    let dir = scratch(name);
-    let bank = build_c("bank", Opt::O0);
+    // Drop to nobody, with no capabilities, and try to trace one of nobody's processes.
+    // Everything nobody touches lives in a world-readable folder of its own: the checkout
+    // may sit below a folder only root can enter.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("chronicle-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bank = dir.join("bank");
+    std::fs::copy(build_c("bank", Opt::O0), &bank).unwrap();
+    let chronicle_bin = dir.join("chronicle");
+    std::fs::copy(chronicle_tests::chronicle_bin(), &chronicle_bin).unwrap();
     let setpriv = [
         "--reuid=65534",
         "--regid=65534",
@@ -157,11 +166,10 @@ fn without_privileges_says_which_capabilities() {
     service_args.extend([bank.to_str().unwrap(), "--interval-ms", "50"]);
     let service = Running::start(std::path::Path::new("setpriv"), &service_args);
     let pid = service.pid().to_string();
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let db = dir.join("chronicle.db");
     let out = std::process::Command::new("setpriv")
         .args(setpriv)
-        .arg(chronicle_tests::chronicle_bin())
+        .arg(&chronicle_bin)
         .args([
             "attach",
             "--pid",
@@ -179,6 +187,8 @@ fn without_privileges_says_which_capabilities() {
         stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"),
         "{stderr}"
     );
+    drop(service);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -41,8 +41,13 @@ impl SqliteStorage {
     /// Opens the database at `path`, creating it (but not its directory) when missing, and
     /// brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        // Only a directory that is really absent (or not a directory) is "missing"; one we may
+        // not enter is left to the open below, whose error names the path.
         if let Some(directory) = path.parent().filter(|dir| !dir.as_os_str().is_empty())
-            && !directory.is_dir()
+            && match std::fs::metadata(directory) {
+                Ok(meta) => !meta.is_dir(),
+                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            }
         {
             return Err(StorageError::MissingDirectory {
                 path: path.to_owned(),
