@@ -75,6 +75,12 @@ pub enum AgentError {
         binary.display()
     )]
     IndirectFunction { function: String, binary: PathBuf },
+    #[error("cannot build the capture plan of {function}: {source}; please report this bug")]
+    Plan {
+        function: String,
+        #[source]
+        source: crate::lower::LowerError,
+    },
     #[error("no --func given: name at least one function to trace")]
     NoFunctions,
     #[error("too many probes ({count}); the limit is {limit}")]

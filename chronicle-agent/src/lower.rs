@@ -1,36 +1,49 @@
-//! Lowers a [`FunctionPlan`]'s fetches into the wire [`CapturePlan`] the eBPF program runs:
-//! assigns payload offsets and picks the event size class.
+//! Lowers a symbolic [`ProbePlan`] into the wire [`CapturePlan`] the eBPF program runs,
+//! and turns an event's fetch results back into [`FetchResult`]s for the decoder.
 
 use chronicle_common::{
-    CapturePlan, FetchOp, LARGE_SLOT, MAX_FETCH_OPS, SMALL_SLOT, class, op_kind, reg,
+    CapturePlan, FetchOp, LARGE_SLOT, MAX_FETCH_OPS, SMALL_SLOT, base, class, fetch_status,
+    len_from, op_kind,
 };
-use chronicle_symbols::plan::{Fetch, FetchKind, FetchResult, Register};
+use chronicle_symbols::location::CfaRule;
+use chronicle_symbols::plan::{FetchKind, FetchResult, PlanLimits, ProbePlan, Source};
 
-/// Errno reported for a fetch the plan had no room for.
-pub const ENOSPC: i32 = -(libc::ENOSPC);
-
-/// A wire plan plus where each fetch's bytes land in the payload.
-#[derive(Clone, Debug)]
-pub struct Lowered {
-    pub plan: CapturePlan,
-    /// Per fetch of the symbolic plan: `(dst, len)` in the payload, or `None` when it did not fit.
-    pub slots: Vec<Option<(usize, usize)>>,
+/// The plan budgets the wire format can carry.
+pub fn wire_limits(max_string: u16, max_bytes: u32, max_depth: u8) -> PlanLimits {
+    PlanLimits {
+        max_string,
+        max_depth,
+        max_bytes: max_bytes.min(2 * LARGE_SLOT as u32),
+        max_fetches: MAX_FETCH_OPS,
+        max_fetch_len: LARGE_SLOT as u32,
+        ..PlanLimits::default()
+    }
 }
 
-pub fn lower(fetches: &[Fetch]) -> Lowered {
-    let mut plan = CapturePlan::default();
-    let mut slots = Vec::with_capacity(fetches.len());
-    let mut dst = 0usize;
+/// Why a probe plan cannot be expressed on the wire (a planner bug, never user input).
+#[derive(Debug, thiserror::Error)]
+#[error("capture plan does not fit the wire format: {what}")]
+pub struct LowerError {
+    what: &'static str,
+}
+
+/// Builds the wire plan of one probe. `cfa` says how the probe computes the canonical
+/// frame address that pairs entries with returns.
+pub fn lower(plan: &ProbePlan, cfa: CfaRule) -> Result<CapturePlan, LowerError> {
+    let fail = |what| Err(LowerError { what });
+    let mut wire = CapturePlan {
+        cfa_reg: cfa.reg,
+        cfa_offset: i32::try_from(cfa.offset).or(Err(LowerError { what: "CFA offset" }))?,
+        ..CapturePlan::default()
+    };
+    if plan.fetches.len() > MAX_FETCH_OPS {
+        return fail("too many fetches");
+    }
     let mut class = class::HEADER;
-    for fetch in fetches {
-        let len = match fetch.kind {
-            FetchKind::CString { max_len } => max_len as usize,
-            FetchKind::Memory { len } => len as usize,
-        };
-        let index = plan.n_ops as usize;
-        if index >= MAX_FETCH_OPS || len == 0 || len > LARGE_SLOT || dst >= LARGE_SLOT {
-            slots.push(None);
-            continue;
+    for (i, fetch) in plan.fetches.iter().enumerate() {
+        let (dst, len) = (fetch.dst as usize, fetch.len as usize);
+        if dst >= LARGE_SLOT || len > LARGE_SLOT || len == 0 {
+            return fail("fetch out of bounds");
         }
         let needed = if dst < SMALL_SLOT && len <= SMALL_SLOT {
             class::SMALL
@@ -38,109 +51,170 @@ pub fn lower(fetches: &[Fetch]) -> Lowered {
             class::LARGE
         };
         class = class.max(needed);
-        plan.ops[index] = FetchOp {
+        let source = |s: Source| -> Result<(u8, u16), LowerError> {
+            match s {
+                Source::Reg(r) => Ok((0, u16::from(r))),
+                Source::Fetched { fetch, offset } => {
+                    let at = plan.fetches[fetch].dst as u64 + offset;
+                    if at % 8 != 0 || at + 8 > 2 * LARGE_SLOT as u64 {
+                        return Err(LowerError {
+                            what: "misaligned fetched pointer",
+                        });
+                    }
+                    Ok((1, at as u16))
+                }
+            }
+        };
+        let (base_kind, base_src) = source(fetch.base)?;
+        let (len_kind, len_src, scale) = match fetch.count {
+            None => (len_from::CONST, 0, 1),
+            Some((s, scale)) => {
+                let (kind, src) = source(s)?;
+                let kind = if kind == 0 {
+                    len_from::REG
+                } else {
+                    len_from::FETCHED
+                };
+                let scale = u16::try_from(scale).or(Err(LowerError {
+                    what: "element size",
+                }))?;
+                (kind, src, scale)
+            }
+        };
+        let parent = match fetch.parent() {
+            Some(p) if p >= i => return fail("fetch depends on a later one"),
+            Some(p) => p as u8 + 1,
+            None => 0,
+        };
+        wire.ops[i] = FetchOp {
             kind: match fetch.kind {
-                FetchKind::CString { .. } => op_kind::C_STRING,
-                FetchKind::Memory { .. } => op_kind::MEMORY,
+                FetchKind::CString => op_kind::C_STRING,
+                FetchKind::Memory => op_kind::MEMORY,
             },
-            reg: register(fetch.reg),
-            _pad0: 0,
+            base: if base_kind == 0 {
+                base::REG
+            } else {
+                base::FETCHED
+            },
+            len_from: len_kind,
+            parent,
+            base_src,
+            len_src,
             len: len as u16,
             dst: dst as u16,
-            offset: fetch.offset,
+            scale,
+            _pad0: 0,
+            offset: fetch.offset as i32,
         };
-        plan.n_ops += 1;
-        slots.push(Some((dst, len)));
-        dst = (dst + len).next_multiple_of(8);
+        wire.n_ops += 1;
     }
-    plan.class = class;
-    plan.payload_len = slots
+    wire.class = class;
+    wire.payload_len = plan.payload_len;
+    Ok(wire)
+}
+
+/// The fetch results of one event, in the plan's order.
+pub fn results<'a>(plan: &ProbePlan, fetch_len: &[i16], payload: &'a [u8]) -> Vec<FetchResult<'a>> {
+    plan.fetches
         .iter()
-        .flatten()
-        .map(|(d, l)| d + l)
-        .max()
-        .unwrap_or(0) as u32;
-    Lowered { plan, slots }
-}
-
-fn register(r: Register) -> u8 {
-    match r {
-        Register::Rdi => reg::RDI,
-        Register::Rsi => reg::RSI,
-        Register::Rdx => reg::RDX,
-        Register::Rcx => reg::RCX,
-        Register::R8 => reg::R8,
-        Register::R9 => reg::R9,
-        Register::Rax => reg::RAX,
-        Register::Rsp => reg::RSP,
-    }
-}
-
-impl Lowered {
-    /// The fetch results of one event, in the symbolic plan's order.
-    pub fn results<'a>(&self, fetch_len: &[i16], payload: &'a [u8]) -> Vec<FetchResult<'a>> {
-        let mut op = 0;
-        self.slots
-            .iter()
-            .map(|slot| match slot {
-                None => FetchResult::Failed(ENOSPC),
-                Some((dst, max)) => {
-                    let n = fetch_len.get(op).copied().unwrap_or(-(libc::EIO as i16));
-                    op += 1;
-                    if n < 0 {
-                        return FetchResult::Failed(i32::from(n));
-                    }
-                    let n = (n as usize).min(*max);
-                    match payload.get(*dst..dst + n) {
+        .enumerate()
+        .map(|(i, fetch)| {
+            let n = fetch_len.get(i).copied().unwrap_or(fetch_status::SKIPPED);
+            match n {
+                fetch_status::NULL => FetchResult::Null,
+                fetch_status::SKIPPED => FetchResult::Skipped,
+                n if n < 0 => FetchResult::Failed(i32::from(n)),
+                n => {
+                    let dst = fetch.dst as usize;
+                    let n = (n as usize).min(fetch.len as usize);
+                    match payload.get(dst..dst + n) {
                         Some(bytes) => FetchResult::Bytes(bytes),
-                        None => FetchResult::Failed(-(libc::EIO)),
+                        None => FetchResult::Failed(-libc::EIO),
                     }
                 }
-            })
-            .collect()
-    }
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chronicle_symbols::plan::Fetch;
 
-    fn cstr(reg: Register, max_len: u16) -> Fetch {
+    fn plan(fetches: Vec<Fetch>) -> ProbePlan {
+        let payload_len = fetches.iter().map(|f| f.dst + f.len).max().unwrap_or(0);
+        let mut p = ProbePlan::default();
+        p.fetches = fetches;
+        p.payload_len = payload_len;
+        p
+    }
+
+    fn fetch(base: Source, len: u32, dst: u32) -> Fetch {
         Fetch {
-            reg,
+            kind: FetchKind::Memory,
+            base,
             offset: 0,
-            kind: FetchKind::CString { max_len },
+            len,
+            count: None,
+            dst,
         }
     }
 
     #[test]
-    fn small_plan_packs_slots_aligned() {
-        let l = lower(&[cstr(Register::Rdi, 258), cstr(Register::Rsi, 10)]);
-        assert_eq!(l.plan.class, class::SMALL);
-        assert_eq!(l.slots, [Some((0, 258)), Some((264, 10))]);
-        assert_eq!(l.plan.payload_len, 274);
-        assert_eq!((l.plan.ops[1].dst, l.plan.ops[1].reg), (264, reg::RSI));
+    fn chained_fetches_name_their_parent_and_payload_offsets() {
+        let p = plan(vec![
+            fetch(Source::Reg(5), 24, 0),
+            Fetch {
+                count: Some((
+                    Source::Fetched {
+                        fetch: 0,
+                        offset: 16,
+                    },
+                    4,
+                )),
+                ..fetch(
+                    Source::Fetched {
+                        fetch: 0,
+                        offset: 8,
+                    },
+                    400,
+                    24,
+                )
+            },
+        ]);
+        let w = lower(&p, CfaRule { reg: 7, offset: 8 }).unwrap();
+        assert_eq!((w.class, w.n_ops, w.payload_len), (class::SMALL, 2, 424));
+        let op = w.ops[1];
+        assert_eq!((op.base, op.base_src, op.parent), (base::FETCHED, 8, 1));
+        assert_eq!(
+            (op.len_from, op.len_src, op.scale),
+            (len_from::FETCHED, 16, 4)
+        );
+        assert_eq!((w.ops[0].base, w.ops[0].base_src), (base::REG, 5));
     }
 
     #[test]
-    fn large_and_overflowing_plans() {
-        let many: Vec<_> = (0..10).map(|_| cstr(Register::Rdi, 258)).collect();
-        let l = lower(&many);
-        assert_eq!(l.plan.class, class::LARGE);
-        assert_eq!(l.plan.n_ops as usize, MAX_FETCH_OPS);
-        assert_eq!(l.slots.iter().filter(|s| s.is_none()).count(), 2);
-        let payload = vec![b'x'; 8192];
-        let mut lens = [3i16; MAX_FETCH_OPS];
-        lens[1] = -14;
-        let r = l.results(&lens, &payload);
-        assert!(matches!(r[0], FetchResult::Bytes(b) if b == b"xxx"));
-        assert!(matches!(r[1], FetchResult::Failed(-14)));
-        assert!(matches!(r[9], FetchResult::Failed(ENOSPC)));
+    fn large_fetches_pick_the_large_class_and_results_map_back() {
+        let p = plan(vec![
+            fetch(Source::Reg(5), 2000, 0),
+            fetch(Source::Reg(4), 8, 2000),
+        ]);
+        let w = lower(&p, CfaRule { reg: 6, offset: 16 }).unwrap();
+        assert_eq!((w.class, w.cfa_reg, w.cfa_offset), (class::LARGE, 6, 16));
+        let payload = vec![7u8; 4096];
+        let r = results(&p, &[3, fetch_status::NULL], &payload);
+        assert_eq!(r, [FetchResult::Bytes(&[7, 7, 7]), FetchResult::Null]);
+        let r = results(&p, &[-14, fetch_status::SKIPPED], &payload);
+        assert_eq!(r, [FetchResult::Failed(-14), FetchResult::Skipped]);
     }
 
     #[test]
     fn header_only_without_fetches() {
-        let l = lower(&[]);
-        assert_eq!((l.plan.class, l.plan.payload_len), (class::HEADER, 0));
+        let w = lower(&ProbePlan::default(), CfaRule { reg: 7, offset: 0 }).unwrap();
+        assert_eq!(
+            (w.class, w.payload_len, w.cfa_offset),
+            (class::HEADER, 0, 0)
+        );
     }
 }

@@ -11,7 +11,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
-use chronicle::{CallRecord, Status, Value};
+use chronicle::{CallRecord, Status};
 use chronicle_common::{
     COUNTERS_MAP, CapturePlan, Counters, EVENTS_MAP, EventHeader, MAX_PROBES, PLANS_MAP,
     RING_CONFIG_MAP, RingConfig, TRACED_PIDS_MAP, event_kind,
@@ -20,11 +20,11 @@ use chronicle_symbols::dwarf::DebugInfo;
 use chronicle_symbols::elf::ElfFile;
 use chronicle_symbols::libs;
 use chronicle_symbols::maps::ProcessMaps;
-use chronicle_symbols::plan::{self, DecodedArgs, FunctionPlan, PlanLimits};
+use chronicle_symbols::plan::{self, DecodedArgs, DecodedReturn, FunctionPlan, PlanLimits};
 use chronicle_symbols::resolve::{self, ResolvedFunction};
 
 use crate::error::{AgentError, has_errno, is_permission_error};
-use crate::lower::{Lowered, lower};
+use crate::lower::{self, lower};
 use crate::pairing::{OpenCall, Pairing};
 use crate::sys;
 
@@ -50,6 +50,10 @@ pub struct AttachOptions {
     pub functions: Vec<String>,
     /// Longest string read per value, in bytes; longer ones are truncated and marked.
     pub max_string: u16,
+    /// Bytes of memory one probe may read (`max_serialized_size`), at most 8192.
+    pub max_bytes: u32,
+    /// How many pointers deep arguments are followed.
+    pub max_depth: u8,
     /// The kernel wakes the reader once this many bytes are pending (batched wake-ups).
     pub wakeup_bytes: u64,
     /// The reader drains the ring buffer at least this often.
@@ -64,6 +68,8 @@ impl Default for AttachOptions {
         AttachOptions {
             functions: Vec::new(),
             max_string: 256,
+            max_bytes: 4096,
+            max_depth: 3,
             wakeup_bytes: 256 * 1024,
             drain_interval: Duration::from_millis(10),
             ring_buffer_bytes: 64 * 1024 * 1024,
@@ -82,9 +88,11 @@ pub struct TracedFunction {
     pub file_offset: u64,
     /// Human-readable signature, or why there is none.
     pub signature: String,
+    /// File offset of the entry probe (the function's start, or the end of its prologue).
+    pub entry_offset: u64,
     plan: FunctionPlan,
-    entry: Lowered,
-    ret: Lowered,
+    entry: CapturePlan,
+    ret: CapturePlan,
 }
 
 /// Counts for one traced function, from the kernel and from user space.
@@ -165,9 +173,7 @@ impl Session {
         if options.functions.is_empty() {
             return Err(AgentError::NoFunctions);
         }
-        let limits = PlanLimits {
-            max_string: options.max_string,
-        };
+        let limits = lower::wire_limits(options.max_string, options.max_bytes, options.max_depth);
         let (pid, child, functions) = match target {
             Target::Pid(pid) => {
                 if !sys::process_exists(pid) {
@@ -218,9 +224,9 @@ impl Session {
                 BpfHashMap::try_from(ebpf.map_mut(PLANS_MAP).expect("PLANS map in object"))
                     .map_err(load_error)?;
             for (index, function) in functions.iter().enumerate() {
-                for (is_return, lowered) in [(false, &function.entry), (true, &function.ret)] {
+                for (is_return, plan) in [(false, &function.entry), (true, &function.ret)] {
                     let id = probes.len() as u32;
-                    plans.insert(id, lowered.plan, 0).map_err(load_error)?;
+                    plans.insert(id, *plan, 0).map_err(load_error)?;
                     probes.push(Probe {
                         function: index,
                         is_return,
@@ -267,8 +273,13 @@ impl Session {
                 }
                 let function = &functions[probe.function];
                 let attach_path = attach_path(pid, &function.binary, child.is_some());
+                let offset = if is_return {
+                    function.file_offset
+                } else {
+                    function.entry_offset
+                };
                 let point = UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(function.file_offset),
+                    location: UProbeAttachLocation::AbsoluteOffset(offset),
                     cookie: Some(id as u64),
                 };
                 program
@@ -465,12 +476,10 @@ impl Tracker {
                 };
                 let function = &self.functions[probe.function];
                 if probe.is_return {
-                    let fetched = function.ret.results(&header.fetch_len, payload);
-                    let (ret, ret_unavailable) =
-                        function
-                            .plan
-                            .decode_return(header.regs[0], header.regs[1], &fetched);
-                    let closed = self.pairing.ret(header.tid, probe.function, header.sp);
+                    let fetched = lower::results(&function.plan.ret, &header.fetch_len, payload);
+                    let ret = function.plan.decode_return(&header.regs, &fetched);
+                    // At a return the canonical frame address is the stack pointer.
+                    let closed = self.pairing.ret(header.tid, probe.function, header.cfa);
                     for open in closed.unwound {
                         let record = self.inferred_unwound_record(
                             open,
@@ -480,18 +489,18 @@ impl Tracker {
                     }
                     match closed.call {
                         Some(open) => {
-                            let record =
-                                self.record(open, Some(header.ktime_ns), ret, ret_unavailable);
+                            let record = self.record(open, Some(header.ktime_ns), ret);
                             sink(record);
                         }
                         None => self.stats[probe.function].orphan_returns += 1,
                     }
                 } else {
-                    let fetched = function.entry.results(&header.fetch_len, payload);
+                    let fetched = lower::results(&function.plan.entry, &header.fetch_len, payload);
                     let decoded = function.plan.decode_entry(&header.regs, &fetched);
                     let open = OpenCall {
                         function: probe.function,
-                        sp: header.sp,
+                        // The stack pointer at the call's first instruction.
+                        sp: header.cfa.wrapping_sub(8),
                         ktime_ns: header.ktime_ns,
                         pid: header.pid,
                         tid: header.tid,
@@ -523,7 +532,7 @@ impl Tracker {
 
     fn unwound_record(&mut self, open: OpenCall<DecodedArgs>, reason: &str) -> CallRecord {
         let returns_void = self.functions[open.function].plan.returns_void();
-        let mut record = self.record(open, None, None, Vec::new());
+        let mut record = self.record(open, None, DecodedReturn::default());
         if !returns_void {
             record.unavailable.push(("return".into(), reason.into()));
         }
@@ -534,8 +543,7 @@ impl Tracker {
         &mut self,
         open: OpenCall<DecodedArgs>,
         return_ktime: Option<u64>,
-        ret: Option<Value>,
-        ret_unavailable: Vec<(String, String)>,
+        ret: DecodedReturn,
     ) -> CallRecord {
         let function = &self.functions[open.function];
         let stats = &mut self.stats[open.function];
@@ -545,7 +553,7 @@ impl Tracker {
         }
         let wall_ns = (open.ktime_ns as i128 + self.clock_offset_ns).max(0) as u64;
         let mut unavailable = open.data.unavailable;
-        unavailable.extend(ret_unavailable);
+        unavailable.extend(ret.unavailable);
         CallRecord {
             id: None,
             function: function.name.clone(),
@@ -555,13 +563,15 @@ impl Tracker {
             tid: open.tid,
             timestamp: UNIX_EPOCH + Duration::from_nanos(wall_ns),
             duration_ns: return_ktime.map(|t| t.saturating_sub(open.ktime_ns)),
-            status: if return_ktime.is_some() {
-                Status::Ok
-            } else {
+            status: if return_ktime.is_none() {
                 Status::Unwound
+            } else if ret.is_error {
+                Status::Error
+            } else {
+                Status::Ok
             },
             args: open.data.args,
-            ret,
+            ret: ret.value,
             unavailable,
         }
     }
@@ -712,18 +722,27 @@ fn prepare(
             })?,
         None => None,
     };
-    let plan = plan::compile(signature.as_ref(), limits);
+    let plan = plan::compile(signature.as_ref(), elf.data(), limits);
     let described = match &signature {
         Some(sig) => describe(sig),
         None => "no DWARF debug info: arguments will not be decoded (rebuild with -g)".to_owned(),
     };
-    let entry = lower(&plan.entry);
-    let ret = lower(&plan.ret);
+    let entry = lower(&plan.entry, plan.entry_site.cfa).map_err(|source| AgentError::Plan {
+        function: found.symbol.demangled.clone(),
+        source,
+    })?;
+    // At a return the stack pointer is the canonical frame address.
+    let at_return = chronicle_symbols::location::CfaRule { reg: 7, offset: 0 };
+    let ret = lower(&plan.ret, at_return).map_err(|source| AgentError::Plan {
+        function: found.symbol.demangled.clone(),
+        source,
+    })?;
     Ok(TracedFunction {
         name: found.symbol.demangled.clone(),
         binary: binary.to_owned(),
         build_id: found.build_id.clone().unwrap_or_default(),
         file_offset: found.file_offset,
+        entry_offset: found.file_offset + plan.entry_site.offset,
         signature: described,
         plan,
         entry,
@@ -735,12 +754,12 @@ fn describe(sig: &chronicle_symbols::dwarf::Signature) -> String {
     let params: Vec<String> = sig
         .params
         .iter()
-        .map(|p| format!("{}: {}", p.name, p.ty.display_name()))
+        .map(|p| format!("{}: {}", p.name, p.type_name))
         .collect();
     let ret = sig
-        .ret
+        .ret_type_name
         .as_ref()
-        .map(|t| format!(" -> {}", t.display_name()))
+        .map(|t| format!(" -> {t}"))
         .unwrap_or_default();
     format!("{}({}){}", sig.name, params.join(", "), ret)
 }

@@ -20,10 +20,14 @@ pub const TRACED_PIDS_MAP: &str = "TRACED_PIDS";
 /// Name of the one-entry array holding [`RingConfig`].
 pub const RING_CONFIG_MAP: &str = "RING_CONFIG";
 
+/// Name of the LRU hash of calls the entry probe sampled out ([`FrameKey`] → 1), so the
+/// return probe of the same call stays silent too.
+pub const SKIPPED_MAP: &str = "SKIPPED";
+
 /// Maximum number of probes (entry and return count separately) one agent attaches.
 pub const MAX_PROBES: u32 = 4096;
 /// Maximum fetch operations in one capture plan.
-pub const MAX_FETCH_OPS: usize = 8;
+pub const MAX_FETCH_OPS: usize = 32;
 /// Event size classes. The verifier needs each fetch's destination and length bounded
 /// separately, so a class with payload buffer `2 * N` accepts ops with `dst < N` and
 /// `len <= N`. Plans pick the smallest class that fits; plans without ops send headers only.
@@ -39,8 +43,8 @@ pub mod class {
 pub const SMALL_SLOT: usize = 512;
 /// Bound on `dst` and on `len` of every op in a [`class::LARGE`] plan (a power of two).
 pub const LARGE_SLOT: usize = 4096;
-/// Integer-class argument registers in the SysV x86-64 ABI.
-pub const ARG_REGS: usize = 6;
+/// General-purpose registers carried in every event, in DWARF numbering (see [`reg`]).
+pub const GP_REGS: usize = 16;
 
 /// What an event reports.
 pub mod event_kind {
@@ -52,71 +56,144 @@ pub mod event_kind {
     pub const THREAD_EXIT: u32 = 3;
 }
 
-/// Registers a fetch op can name, in `pt_regs` terms (x86-64).
+/// x86-64 general-purpose registers, numbered as DWARF numbers them, so a location
+/// expression's register maps straight to an index of [`EventHeader::regs`].
 pub mod reg {
-    pub const RDI: u8 = 0;
-    pub const RSI: u8 = 1;
-    pub const RDX: u8 = 2;
-    pub const RCX: u8 = 3;
-    pub const R8: u8 = 4;
-    pub const R9: u8 = 5;
-    pub const RAX: u8 = 6;
+    pub const RAX: u8 = 0;
+    pub const RDX: u8 = 1;
+    pub const RCX: u8 = 2;
+    pub const RBX: u8 = 3;
+    pub const RSI: u8 = 4;
+    pub const RDI: u8 = 5;
+    pub const RBP: u8 = 6;
     pub const RSP: u8 = 7;
-    pub const RBP: u8 = 8;
-    /// Number of register ids.
-    pub const COUNT: u8 = 9;
+    pub const R8: u8 = 8;
+    pub const R9: u8 = 9;
+    pub const R10: u8 = 10;
+    pub const R11: u8 = 11;
+    pub const R12: u8 = 12;
+    pub const R13: u8 = 13;
+    pub const R14: u8 = 14;
+    pub const R15: u8 = 15;
 }
 
 /// Kinds of fetch op.
 pub mod op_kind {
-    /// Read a NUL-terminated string at `reg + offset`, at most `len` bytes including the NUL.
+    /// Read a NUL-terminated string, at most `len` bytes including the NUL.
     pub const C_STRING: u8 = 1;
-    /// Read exactly `len` bytes at `reg + offset`.
+    /// Read `len` bytes (or the op's computed length, capped at `len`).
     pub const MEMORY: u8 = 2;
 }
 
-/// One step of a capture plan: read memory the target can see, address taken from a register.
+/// Where a fetch op takes its base address from.
+pub mod base {
+    /// The register numbered `base_src`.
+    pub const REG: u8 = 0;
+    /// The 8 bytes at payload offset `base_src`, written by an earlier op (`parent`).
+    pub const FETCHED: u8 = 1;
+}
+
+/// Where a [`op_kind::MEMORY`] op takes its length from; the result is multiplied by
+/// `scale` and capped at `len`.
+pub mod len_from {
+    /// The constant `len`.
+    pub const CONST: u8 = 0;
+    /// The register numbered `len_src`.
+    pub const REG: u8 = 1;
+    /// The 8 bytes at payload offset `len_src`, written by an earlier op (`parent`).
+    pub const FETCHED: u8 = 2;
+}
+
+/// Fetch results that are not an errno from a read helper.
+pub mod fetch_status {
+    /// The op was not run: its parent op failed or was skipped.
+    pub const SKIPPED: i16 = -1000;
+    /// The op was not run: the pointer it would follow is NULL.
+    pub const NULL: i16 = -1001;
+    /// The op is malformed (bad register, offset or length).
+    pub const INVALID: i16 = -1002;
+}
+
+/// Plan flags.
+pub mod flags {
+    /// Return probe: look the frame up in the skipped-calls map first; a call whose entry
+    /// was sampled out emits nothing at return either.
+    pub const CHECK_SKIPPED: u8 = 1;
+}
+
+/// One step of a capture plan: read memory the target can see.
 ///
-/// The result lands in the event payload at `dst`; its length (or a negative errno) in
-/// [`EventHeader::fetch_len`] at the op's index.
+/// The address is `base + offset`, where the base is a register or a pointer an earlier op
+/// fetched. The result lands in the event payload at `dst`; its length (or a negative errno,
+/// or a [`fetch_status`]) in [`EventHeader::fetch_len`] at the op's index.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FetchOp {
     /// One of [`op_kind`]; 0 ends the plan.
     pub kind: u8,
-    /// One of [`reg`]: the register holding the base address.
-    pub reg: u8,
-    pub _pad0: u16,
+    /// One of [`base`].
+    pub base: u8,
+    /// One of [`len_from`].
+    pub len_from: u8,
+    /// 1 + index of an op that must have succeeded for this one to run (0: none).
+    pub parent: u8,
+    /// Register number or payload offset of the base address (see [`base`]).
+    pub base_src: u16,
+    /// Register number or payload offset of the length (see [`len_from`]).
+    pub len_src: u16,
     /// Maximum bytes to read (at most the plan class's slot).
     pub len: u16,
     /// Offset of the result in the payload (below the plan class's slot).
     pub dst: u16,
-    /// Added to the register's value to form the address.
-    pub offset: i64,
+    /// Multiplies a computed length (an element size).
+    pub scale: u16,
+    pub _pad0: u16,
+    /// Added to the base to form the address.
+    pub offset: i32,
 }
-const _: () = assert!(size_of::<FetchOp>() == 16);
+const _: () = assert!(size_of::<FetchOp>() == 20);
 
-/// Everything a probe does beyond the fixed header: a bounded list of fetch ops.
+/// Everything a probe does beyond the fixed header.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CapturePlan {
     /// Number of valid entries in `ops`.
     pub n_ops: u8,
     /// One of [`class`].
     pub class: u8,
-    pub _pad0: u16,
+    /// Register the canonical frame address is computed from ([`reg::RSP`] or [`reg::RBP`]).
+    pub cfa_reg: u8,
+    /// Bits of [`flags`].
+    pub flags: u8,
     /// Bytes of payload the plan may fill (`max(dst + len)`).
     pub payload_len: u32,
+    /// Added to `cfa_reg` to form the canonical frame address (the caller's stack pointer
+    /// before the call), which pairs entries with returns.
+    pub cfa_offset: i32,
+    /// Entry probes: keep a call when a random u32 is below this; `u32::MAX` keeps all.
+    pub sample_threshold: u32,
     pub ops: [FetchOp; MAX_FETCH_OPS],
 }
-const _: () = assert!(size_of::<CapturePlan>() == 8 + 16 * MAX_FETCH_OPS);
+const _: () = assert!(size_of::<CapturePlan>() == 16 + 20 * MAX_FETCH_OPS);
+
+impl Default for CapturePlan {
+    fn default() -> Self {
+        CapturePlan {
+            n_ops: 0,
+            class: class::HEADER,
+            cfa_reg: reg::RSP,
+            flags: 0,
+            payload_len: 0,
+            cfa_offset: 8,
+            sample_threshold: u32::MAX,
+            ops: [FetchOp::default(); MAX_FETCH_OPS],
+        }
+    }
+}
 
 /// Fixed part of every event.
-///
-/// Entry events carry the six integer argument registers in `regs`; return events carry
-/// `rax` and `rdx` in `regs[0]` and `regs[1]`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventHeader {
     /// One of [`event_kind`].
     pub kind: u32,
@@ -128,18 +205,38 @@ pub struct EventHeader {
     pub tid: u32,
     /// `bpf_ktime_get_ns()` when the probe fired (CLOCK_MONOTONIC).
     pub ktime_ns: u64,
-    /// Stack pointer when the probe fired: identifies the frame for pairing.
-    pub sp: u64,
+    /// Canonical frame address: the caller's stack pointer before the call. Equal at a
+    /// call's entry and return, so it pairs them.
+    pub cfa: u64,
     /// Instruction pointer when the probe fired.
     pub ip: u64,
-    pub regs: [u64; ARG_REGS],
-    /// Per fetch op: bytes read, or a negative errno when the read failed.
+    /// The general-purpose registers, indexed by DWARF number ([`reg`]).
+    pub regs: [u64; GP_REGS],
+    /// Per fetch op: bytes read, a negative errno, or a [`fetch_status`].
     pub fetch_len: [i16; MAX_FETCH_OPS],
     /// Bytes of payload that follow this header (0 or the plan's `payload_len`).
     pub payload_len: u32,
     pub _pad0: u32,
 }
-const _: () = assert!(size_of::<EventHeader>() == 112);
+const _: () = assert!(size_of::<EventHeader>() == 240);
+
+impl Default for EventHeader {
+    fn default() -> Self {
+        EventHeader {
+            kind: 0,
+            probe_id: 0,
+            pid: 0,
+            tid: 0,
+            ktime_ns: 0,
+            cfa: 0,
+            ip: 0,
+            regs: [0; GP_REGS],
+            fetch_len: [0; MAX_FETCH_OPS],
+            payload_len: 0,
+            _pad0: 0,
+        }
+    }
+}
 
 /// Event of a [`class::SMALL`] plan.
 #[repr(C)]
@@ -159,6 +256,16 @@ pub struct LargeEvent {
 }
 const _: () = assert!(size_of::<LargeEvent>() == size_of::<EventHeader>() + 2 * LARGE_SLOT);
 
+/// Key of the skipped-calls map: a thread and the canonical frame address of a call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameKey {
+    pub tid: u32,
+    pub _pad0: u32,
+    pub cfa: u64,
+}
+const _: () = assert!(size_of::<FrameKey>() == 16);
+
 /// Per-probe, per-CPU counts of everything that happened in the kernel, lost or not.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -173,8 +280,10 @@ pub struct Counters {
     pub no_plan: u64,
     /// Fetch ops that failed (unmapped or paged-out memory); the value is marked, not lost.
     pub fetch_errors: u64,
+    /// Calls left out by in-kernel sampling (counted at entry; their returns are silent).
+    pub sampled_out: u64,
 }
-const _: () = assert!(size_of::<Counters>() == 40);
+const _: () = assert!(size_of::<Counters>() == 48);
 
 /// Ring buffer wake-up policy (one-entry array).
 #[repr(C)]
@@ -199,4 +308,6 @@ mod user {
     unsafe impl aya::Pod for super::Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RingConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FrameKey {}
 }

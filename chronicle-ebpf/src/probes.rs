@@ -5,15 +5,19 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::{bpf_get_attach_cookie, bpf_probe_read_user, bpf_probe_read_user_str},
+        generated::{
+            bpf_get_attach_cookie, bpf_get_prandom_u32, bpf_probe_read_user,
+            bpf_probe_read_user_str,
+        },
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use chronicle_common::{
-    CapturePlan, Counters, EventHeader, FetchOp, LARGE_SLOT, LargeEvent, MAX_FETCH_OPS, MAX_PROBES,
-    RingConfig, SMALL_SLOT, SmallEvent, class, event_kind, op_kind, reg,
+    CapturePlan, Counters, EventHeader, FetchOp, FrameKey, GP_REGS, LARGE_SLOT, LargeEvent,
+    MAX_FETCH_OPS, MAX_PROBES, RingConfig, SMALL_SLOT, SmallEvent, base, class, event_kind,
+    fetch_status, flags, len_from, op_kind, reg,
 };
 
 /// 16 MiB: about 140 000 header-only events or 11 000 small-plan events of headroom.
@@ -28,6 +32,11 @@ static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_PROBE
 
 #[map]
 static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Calls whose entry was sampled out, so their returns stay silent too. LRU: a frame
+/// that never returns (exception, longjmp) is eventually evicted.
+#[map]
+static SKIPPED: LruHashMap<FrameKey, u8> = LruHashMap::with_max_entries(65536, 0);
 
 #[map]
 static RING_CONFIG: Array<RingConfig> = Array::with_max_entries(1, 0);
@@ -79,40 +88,40 @@ fn counters(probe_id: u32) -> Option<&'static mut Counters> {
     COUNTERS.get_ptr_mut(probe_id).map(|p| unsafe { &mut *p })
 }
 
-/// The registers a probe uses, copied out of the context once.
+/// Copies the general-purpose registers out of the context, in DWARF order.
 ///
 /// The verifier only allows context loads at a constant offset from the context pointer;
 /// volatile loads stop LLVM from merging them into a load through a computed pointer.
-struct Regs {
-    rdi: u64,
-    rsi: u64,
-    rdx: u64,
-    rcx: u64,
-    r8: u64,
-    r9: u64,
-    rax: u64,
-    rsp: u64,
-    rbp: u64,
-    rip: u64,
+fn read_regs(regs: *const pt_regs, out: &mut [u64; GP_REGS]) {
+    // SAFETY: `regs` is the program's context, valid for reads for the whole run.
+    unsafe {
+        out[reg::RAX as usize] = core::ptr::read_volatile(&raw const (*regs).rax);
+        out[reg::RDX as usize] = core::ptr::read_volatile(&raw const (*regs).rdx);
+        out[reg::RCX as usize] = core::ptr::read_volatile(&raw const (*regs).rcx);
+        out[reg::RBX as usize] = core::ptr::read_volatile(&raw const (*regs).rbx);
+        out[reg::RSI as usize] = core::ptr::read_volatile(&raw const (*regs).rsi);
+        out[reg::RDI as usize] = core::ptr::read_volatile(&raw const (*regs).rdi);
+        out[reg::RBP as usize] = core::ptr::read_volatile(&raw const (*regs).rbp);
+        out[reg::RSP as usize] = core::ptr::read_volatile(&raw const (*regs).rsp);
+        out[reg::R8 as usize] = core::ptr::read_volatile(&raw const (*regs).r8);
+        out[reg::R9 as usize] = core::ptr::read_volatile(&raw const (*regs).r9);
+        out[reg::R10 as usize] = core::ptr::read_volatile(&raw const (*regs).r10);
+        out[reg::R11 as usize] = core::ptr::read_volatile(&raw const (*regs).r11);
+        out[reg::R12 as usize] = core::ptr::read_volatile(&raw const (*regs).r12);
+        out[reg::R13 as usize] = core::ptr::read_volatile(&raw const (*regs).r13);
+        out[reg::R14 as usize] = core::ptr::read_volatile(&raw const (*regs).r14);
+        out[reg::R15 as usize] = core::ptr::read_volatile(&raw const (*regs).r15);
+    }
 }
 
-impl Regs {
-    fn read(regs: *const pt_regs) -> Regs {
-        // SAFETY: `regs` is the program's context, valid for reads for the whole run.
-        unsafe {
-            Regs {
-                rdi: core::ptr::read_volatile(&raw const (*regs).rdi),
-                rsi: core::ptr::read_volatile(&raw const (*regs).rsi),
-                rdx: core::ptr::read_volatile(&raw const (*regs).rdx),
-                rcx: core::ptr::read_volatile(&raw const (*regs).rcx),
-                r8: core::ptr::read_volatile(&raw const (*regs).r8),
-                r9: core::ptr::read_volatile(&raw const (*regs).r9),
-                rax: core::ptr::read_volatile(&raw const (*regs).rax),
-                rsp: core::ptr::read_volatile(&raw const (*regs).rsp),
-                rbp: core::ptr::read_volatile(&raw const (*regs).rbp),
-                rip: core::ptr::read_volatile(&raw const (*regs).rip),
-            }
-        }
+fn read_sp_bp_ip(regs: *const pt_regs) -> (u64, u64, u64) {
+    // SAFETY: as in `read_regs`.
+    unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*regs).rsp),
+            core::ptr::read_volatile(&raw const (*regs).rbp),
+            core::ptr::read_volatile(&raw const (*regs).rip),
+        )
     }
 }
 
@@ -128,30 +137,52 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
         counters.no_plan += 1;
         return 0;
     };
-    let regs = Regs::read(regs);
+    let (sp, bp, ip) = read_sp_bp_ip(regs);
+    let cfa_base = if plan.cfa_reg == reg::RBP { bp } else { sp };
+    let cfa = cfa_base.wrapping_add(plan.cfa_offset as i64 as u64);
     let pid_tgid = bpf_get_current_pid_tgid();
-    let mut header = EventHeader {
-        kind,
-        probe_id,
-        pid: (pid_tgid >> 32) as u32,
+    let frame = FrameKey {
         tid: pid_tgid as u32,
-        ktime_ns: now(),
-        sp: regs.rsp,
-        ip: regs.rip,
-        ..EventHeader::default()
+        _pad0: 0,
+        cfa,
     };
-    if kind == event_kind::ENTRY {
-        header.regs = [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9];
-    } else {
-        header.regs[0] = regs.rax;
-        header.regs[1] = regs.rdx;
+    if kind == event_kind::ENTRY && plan.sample_threshold != u32::MAX {
+        // SAFETY: the helper has no preconditions.
+        if unsafe { bpf_get_prandom_u32() } >= plan.sample_threshold {
+            counters.sampled_out += 1;
+            // If the map is full the return is emitted and user space counts an orphan.
+            let _ = SKIPPED.insert(&frame, &1, 0);
+            return 0;
+        }
     }
+    if kind == event_kind::RETURN && plan.flags & flags::CHECK_SKIPPED != 0 {
+        // SAFETY: the value is only tested for presence.
+        if unsafe { SKIPPED.get(&frame) }.is_some() {
+            let _ = SKIPPED.remove(&frame);
+            return 0;
+        }
+    }
+    let header = |out: &mut EventHeader| {
+        out.kind = kind;
+        out.probe_id = probe_id;
+        out.pid = (pid_tgid >> 32) as u32;
+        out.tid = pid_tgid as u32;
+        out.ktime_ns = now();
+        out.cfa = cfa;
+        out.ip = ip;
+        read_regs(regs, &mut out.regs);
+        out.payload_len = 0;
+        out._pad0 = 0;
+    };
     let emitted = match plan.class {
-        class::SMALL => emit_with_payload::<SmallEvent, SMALL_SLOT>(header, plan, &regs, counters),
-        class::LARGE => emit_with_payload::<LargeEvent, LARGE_SLOT>(header, plan, &regs, counters),
+        class::SMALL => emit_with_payload::<SmallEvent, SMALL_SLOT>(header, plan, counters),
+        class::LARGE => emit_with_payload::<LargeEvent, LARGE_SLOT>(header, plan, counters),
         _ => match EVENTS.reserve::<EventHeader>(0) {
             Some(mut entry) => {
-                entry.write(header);
+                // SAFETY: every field is written before the entry is submitted.
+                let out = unsafe { &mut *entry.as_mut_ptr() };
+                header(out);
+                out.fetch_len = [0; MAX_FETCH_OPS];
                 entry.submit(wakeup_flags(size_of::<EventHeader>() as u64));
                 true
             }
@@ -184,9 +215,8 @@ impl PayloadEvent for LargeEvent {
 }
 
 fn emit_with_payload<E: PayloadEvent + 'static, const SLOT: usize>(
-    header: EventHeader,
+    header: impl FnOnce(&mut EventHeader),
     plan: &CapturePlan,
-    regs: &Regs,
     counters: &mut Counters,
 ) -> bool {
     let Some(mut entry) = EVENTS.reserve::<E>(0) else {
@@ -196,15 +226,24 @@ fn emit_with_payload<E: PayloadEvent + 'static, const SLOT: usize>(
     // written through bounded helper calls, and user space reads at most `payload_len` bytes.
     let event = unsafe { &mut *entry.as_mut_ptr() };
     let (out, payload) = event.parts();
-    *out = header;
+    header(out);
     out.payload_len = plan.payload_len.min(2 * SLOT as u32);
+    out.fetch_len = [fetch_status::SKIPPED; MAX_FETCH_OPS];
     for i in 0..MAX_FETCH_OPS {
         if i >= plan.n_ops as usize {
             break;
         }
         let Some(op) = plan.ops.get(i) else { break };
-        let result = fetch::<SLOT>(op, regs, payload);
-        if result < 0 {
+        let parent_ok = match op.parent {
+            0 => true,
+            p => out.fetch_len.get(p as usize - 1).is_some_and(|&n| n >= 0),
+        };
+        let result = if parent_ok {
+            fetch::<SLOT>(op, &out.regs, payload)
+        } else {
+            fetch_status::SKIPPED
+        };
+        if result < 0 && result > fetch_status::SKIPPED {
             counters.fetch_errors += 1;
         }
         if let Some(slot) = out.fetch_len.get_mut(i) {
@@ -215,39 +254,71 @@ fn emit_with_payload<E: PayloadEvent + 'static, const SLOT: usize>(
     true
 }
 
-/// Runs one fetch op; returns the bytes read or a negative errno.
-fn fetch<const SLOT: usize>(op: &FetchOp, regs: &Regs, payload: *mut u8) -> i16 {
-    const EINVAL: i16 = -22;
-    let base = match op.reg {
-        reg::RDI => regs.rdi,
-        reg::RSI => regs.rsi,
-        reg::RDX => regs.rdx,
-        reg::RCX => regs.rcx,
-        reg::R8 => regs.r8,
-        reg::R9 => regs.r9,
-        reg::RAX => regs.rax,
-        reg::RSP => regs.rsp,
-        reg::RBP => regs.rbp,
-        _ => return EINVAL,
+/// An 8-byte value an earlier op wrote at payload offset `at` (8-aligned).
+fn fetched_u64<const SLOT: usize>(payload: *mut u8, at: u16) -> u64 {
+    // Bounds the verifier can follow: an 8-aligned offset below 2 * SLOT - 8.
+    let at = (at as usize) & (2 * SLOT - 8);
+    // SAFETY: at + 8 <= 2 * SLOT, the size of the payload buffer.
+    unsafe { core::ptr::read_unaligned(payload.add(at).cast::<u64>()) }
+}
+
+/// Runs one fetch op; returns the bytes read, a negative errno or a `fetch_status`.
+fn fetch<const SLOT: usize>(op: &FetchOp, regs: &[u64; GP_REGS], payload: *mut u8) -> i16 {
+    let base = match op.base {
+        base::REG => match regs.get(op.base_src as usize) {
+            Some(&r) => r,
+            None => return fetch_status::INVALID,
+        },
+        base::FETCHED => {
+            let p = fetched_u64::<SLOT>(payload, op.base_src);
+            if p == 0 {
+                return fetch_status::NULL;
+            }
+            p
+        }
+        _ => return fetch_status::INVALID,
     };
-    let src = base.wrapping_add(op.offset as u64) as *const core::ffi::c_void;
+    let cap = op.len as u64;
+    let mut len = match op.len_from {
+        len_from::CONST => cap,
+        len_from::REG => match regs.get(op.len_src as usize) {
+            Some(&r) => r,
+            None => return fetch_status::INVALID,
+        },
+        len_from::FETCHED => fetched_u64::<SLOT>(payload, op.len_src),
+        _ => return fetch_status::INVALID,
+    };
+    if op.len_from != len_from::CONST {
+        // Capping first keeps the product small (no 128-bit multiply in BPF).
+        if len > cap {
+            len = cap;
+        }
+        len *= op.scale as u64;
+        if len > cap {
+            len = cap;
+        }
+    }
+    if len > SLOT as u64 {
+        return fetch_status::INVALID;
+    }
+    if len == 0 {
+        return 0;
+    }
+    let src = base.wrapping_add(op.offset as i64 as u64) as *const core::ffi::c_void;
     // Bounds the verifier can follow: dst < SLOT and len <= SLOT, in a 2 * SLOT buffer.
     let dst = (op.dst as usize) & (SLOT - 1);
-    let len = op.len as usize;
-    if len > SLOT || len == 0 {
-        return EINVAL;
-    }
     // SAFETY: dst + len <= 2 * SLOT, the size of the payload buffer.
     let dst = unsafe { payload.add(dst) }.cast::<core::ffi::c_void>();
+    let len = len as u32;
     let ret = match op.kind {
         // SAFETY: bounded destination (above); the helper fails safely on a bad source.
-        op_kind::C_STRING => (unsafe { bpf_probe_read_user_str(dst, len as u32, src) }) as i64,
+        op_kind::C_STRING => (unsafe { bpf_probe_read_user_str(dst, len, src) }) as i64,
         op_kind::MEMORY => {
             // SAFETY: as above.
-            let r = (unsafe { bpf_probe_read_user(dst, len as u32, src) }) as i64;
+            let r = (unsafe { bpf_probe_read_user(dst, len, src) }) as i64;
             if r == 0 { len as i64 } else { r }
         }
-        _ => return EINVAL,
+        _ => return fetch_status::INVALID,
     };
     ret as i16
 }

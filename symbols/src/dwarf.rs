@@ -18,6 +18,8 @@ use gimli::{
 use object::{Object, ObjectSection};
 
 use crate::elf::{ElfError, ElfFile};
+use crate::location::{LocOp, LocationSpec, parse_expression};
+use crate::types::{Language, Member, TypeDef, TypeId, TypeKind, Types, Variant, VariantPart};
 
 type Reader = gimli::EndianArcSlice<gimli::RunTimeEndian>;
 type Die = gimli::DebuggingInformationEntry<Reader>;
@@ -67,22 +69,35 @@ pub enum DwarfError {
     },
 }
 
-/// A function's signature from DWARF.
+/// A function's signature from DWARF, with everything needed to find its values at a
+/// probe: parameter locations, frame base, the end of the prologue, and the types.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Signature {
     /// `DW_AT_name` (unqualified).
     pub name: String,
     /// `DW_AT_linkage_name`, when the compiler gave one (C++, Rust).
     pub linkage_name: Option<String>,
+    pub language: Language,
+    /// Address of the first instruction.
+    pub low_pc: u64,
+    /// End of the function's (first) address range, when known.
+    pub high_pc: Option<u64>,
+    /// Where the prologue ends (line table `prologue_end`, or the function's second line
+    /// row): parameters that live in the stack frame are valid from there.
+    pub prologue_end: Option<u64>,
+    /// `DW_AT_frame_base`.
+    pub frame_base: Option<Vec<LocOp>>,
     pub params: Vec<Param>,
     /// `None` for `void` (and Rust `()`).
-    pub ret: Option<Type>,
+    pub ret: Option<TypeId>,
     /// How the return type is written (typedef names kept), `None` for `void`.
     pub ret_type_name: Option<String>,
     /// The function takes `...` after its named parameters.
     pub variadic: bool,
     /// The function is also inlined somewhere: those calls never reach a probe.
     pub inlined: bool,
+    /// Every type the parameters and return value use.
+    pub types: Types,
 }
 
 /// A formal parameter.
@@ -92,78 +107,13 @@ pub struct Param {
     /// keep theirs.
     pub name: String,
     /// The type with typedefs and qualifiers resolved.
-    pub ty: Type,
+    pub ty: TypeId,
     /// How the type is written (`const char *`, `size_t`).
     pub type_name: String,
-}
-
-/// The type of a parameter or return value, as far as decoding needs it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Type {
-    /// A signed or unsigned integer of 1, 2, 4, 8 or 16 bytes.
-    Int {
-        name: String,
-        signed: bool,
-        size: u8,
-    },
-    Bool,
-    /// C `char`, `signed char`, `unsigned char`.
-    Char {
-        signed: bool,
-    },
-    Float {
-        name: String,
-        size: u8,
-    },
-    /// A C-like enum; `enumerators` hold the values as written.
-    Enum {
-        name: String,
-        size: u8,
-        signed: bool,
-        enumerators: Vec<(String, i128)>,
-    },
-    /// A pointer to (possibly const) `char`, `signed char` or `unsigned char`.
-    CString,
-    /// Any other pointer or reference; `pointee` is the pointed-to type's name (`void`).
-    Pointer {
-        pointee: String,
-    },
-    Struct {
-        name: String,
-        size: u64,
-    },
-    Union {
-        name: String,
-        size: u64,
-    },
-    Array {
-        name: String,
-        size: u64,
-    },
-    /// Something this first cut does not decode.
-    Unknown {
-        name: String,
-    },
-}
-
-impl Type {
-    /// A short, C-like name of the resolved type.
-    pub fn display_name(&self) -> String {
-        match self {
-            Type::Int { name, .. } | Type::Float { name, .. } | Type::Enum { name, .. } => {
-                name.clone()
-            }
-            Type::Bool => "bool".to_owned(),
-            Type::Char { signed: true } => "char".to_owned(),
-            Type::Char { signed: false } => "unsigned char".to_owned(),
-            Type::CString => "char *".to_owned(),
-            Type::Pointer { pointee } => format!("{pointee} *"),
-            Type::Struct { name, .. }
-            | Type::Union { name, .. }
-            | Type::Array { name, .. }
-            | Type::Unknown { name } => name.clone(),
-        }
-    }
+    /// `DW_AT_location`; `None` when the compiler gave none (optimised out).
+    pub location: Option<LocationSpec>,
+    /// Compiler-made (C++ `this`).
+    pub artificial: bool,
 }
 
 /// Cycles in malformed DWARF must not hang us; real type chains are short.
@@ -178,6 +128,8 @@ struct UnitSlot {
     /// Empty when the unit has no address ranges; such units are searched last.
     ranges: Vec<Range<u64>>,
     functions: OnceLock<Result<UnitFunctions, DwarfError>>,
+    /// Parent of every DIE, for qualified names; built on first use.
+    parents: OnceLock<HashMap<UnitOffset, UnitOffset>>,
 }
 
 /// The DWARF debug info of one ELF file.
@@ -295,6 +247,7 @@ impl DebugInfo {
                 unit,
                 ranges,
                 functions: OnceLock::new(),
+                parents: OnceLock::new(),
             });
         }
         Ok(DebugInfo {
@@ -403,7 +356,7 @@ impl DebugInfo {
         let mut map = HashMap::new();
         for (address, offset) in found {
             let sig = self
-                .build_signature(dwarf, index, offset)
+                .build_signature(dwarf, index, offset, address)
                 .map_err(|source| DwarfError::Function {
                     path: self.path.clone(),
                     address,
@@ -482,6 +435,7 @@ impl DebugInfo {
         dwarf: &gimli::Dwarf<Reader>,
         unit: usize,
         offset: UnitOffset,
+        low_pc: u64,
     ) -> gimli::Result<Signature> {
         let chain = self.origin_chain(unit, offset)?;
         let name = self
@@ -498,15 +452,45 @@ impl DebugInfo {
                 ))
             )
         });
+        let language = self.language(unit);
+        let mut builder = TypeBuilder {
+            info: self,
+            dwarf,
+            types: Types::default(),
+            memo: HashMap::new(),
+            language,
+        };
         let ret = chain
             .iter()
             .find_map(|(u, die)| Some((*u, die.attr_value(dw::DW_AT_type)?)));
         let (ret, ret_type_name) = match ret {
             Some((u, value)) => {
-                let (ty, written) = self.referenced_type(dwarf, u, value, 0)?;
-                (Some(ty), Some(written))
+                let (ty, written) = builder.referenced(u, value, 0)?;
+                if matches!(builder.types.get(ty).kind, TypeKind::Void)
+                    || (language == Language::Rust && builder.types.get(ty).name == "()")
+                {
+                    (None, None)
+                } else {
+                    (Some(ty), Some(written))
+                }
             }
             None => (None, None),
+        };
+        let definition = &chain[0].1;
+        let encoding = self.units[unit].unit.encoding();
+        let frame_base = match definition.attr_value(dw::DW_AT_frame_base) {
+            Some(AttributeValue::Exprloc(expr)) => Some(parse_expression(expr, encoding)),
+            _ => None,
+        };
+        let high_pc = match definition.attr_value(dw::DW_AT_high_pc) {
+            Some(AttributeValue::Udata(len)) => Some(low_pc + len),
+            Some(v) => self.units[unit]
+                .unit
+                .unit_ref(dwarf)
+                .attr_address(v)
+                .ok()
+                .flatten(),
+            None => None,
         };
 
         // The parameters of the definition; a definition without any borrows them from the
@@ -523,7 +507,9 @@ impl DebugInfo {
                 match child.tag() {
                     dw::DW_TAG_formal_parameter => {
                         any = true;
-                        params.push(self.param(dwarf, u, child, params.len())?);
+                        // Only the definition's own parameters carry locations.
+                        let param = self.param(&mut builder, u, child, params.len())?;
+                        params.push(param);
                     }
                     dw::DW_TAG_unspecified_parameters => {
                         any = true;
@@ -536,124 +522,268 @@ impl DebugInfo {
                 break;
             }
         }
+        let prologue_end = high_pc.and_then(|end| self.prologue_end(dwarf, unit, low_pc, end));
         Ok(Signature {
             name,
             linkage_name,
+            language,
+            low_pc,
+            high_pc,
+            prologue_end,
+            frame_base,
             params,
             ret,
             ret_type_name,
             variadic,
             inlined,
+            types: builder.types,
         })
     }
 
     fn param(
         &self,
-        dwarf: &gimli::Dwarf<Reader>,
+        builder: &mut TypeBuilder<'_>,
         unit: usize,
         die: &Die,
         position: usize,
     ) -> gimli::Result<Param> {
         let chain = self.origin_chain(unit, die.offset())?;
         let name = self
-            .chain_string(dwarf, &chain, dw::DW_AT_name)
+            .chain_string(builder.dwarf, &chain, dw::DW_AT_name)
             .unwrap_or_else(|| format!("arg{position}"));
         let ty = chain
             .iter()
             .find_map(|(u, die)| Some((*u, die.attr_value(dw::DW_AT_type)?)));
         let (ty, type_name) = match ty {
-            Some((u, value)) => self.referenced_type(dwarf, u, value, 0)?,
-            None => (
-                Type::Unknown {
-                    name: "<no type>".to_owned(),
-                },
-                "<no type>".to_owned(),
-            ),
+            Some((u, value)) => builder.referenced(u, value, 0)?,
+            None => builder.unknown("<no type>")?,
         };
+        let artificial = chain.iter().any(|(_, d)| {
+            matches!(
+                d.attr_value(dw::DW_AT_artificial),
+                Some(AttributeValue::Flag(true))
+            )
+        });
+        let location = self.location(builder.dwarf, unit, die);
         Ok(Param {
             name,
             ty,
             type_name,
+            location,
+            artificial,
         })
     }
 
-    /// The type a `DW_AT_type` value refers to. A reference that cannot be followed (type
-    /// units, supplementary files) is an unknown type, never `void`.
-    fn referenced_type(
+    fn location(
         &self,
         dwarf: &gimli::Dwarf<Reader>,
         unit: usize,
-        value: AttributeValue<Reader>,
-        depth: u32,
-    ) -> gimli::Result<(Type, String)> {
-        match self.follow(unit, value) {
-            Some((u, offset)) => self.type_of(dwarf, u, offset, depth),
-            None => unknown(None, "<unresolved type reference>"),
+        die: &Die,
+    ) -> Option<LocationSpec> {
+        let slot = &self.units[unit];
+        let encoding = slot.unit.encoding();
+        match die.attr_value(dw::DW_AT_location)? {
+            AttributeValue::Exprloc(expr) => {
+                Some(LocationSpec::Expr(parse_expression(expr, encoding)))
+            }
+            value => {
+                let unit_ref = slot.unit.unit_ref(dwarf);
+                let offset = unit_ref.attr_locations_offset(value).ok()??;
+                let mut iter = unit_ref.locations(offset).ok()?;
+                let mut list = Vec::new();
+                while let Ok(Some(entry)) = iter.next() {
+                    if list.len() >= 1024 {
+                        break;
+                    }
+                    list.push((
+                        entry.range.begin..entry.range.end,
+                        parse_expression(entry.data, encoding),
+                    ));
+                }
+                Some(LocationSpec::List(list))
+            }
         }
     }
 
-    /// The resolved type at a DIE and how it is written.
-    fn type_of(
+    fn language(&self, unit: usize) -> Language {
+        let slot = &self.units[unit];
+        let mut entries = slot.unit.entries();
+        let Ok(Some(root)) = entries.next_dfs() else {
+            return Language::Other;
+        };
+        match root.attr_value(dw::DW_AT_language) {
+            Some(AttributeValue::Language(lang)) => match lang {
+                dw::DW_LANG_Rust => Language::Rust,
+                dw::DW_LANG_C_plus_plus
+                | dw::DW_LANG_C_plus_plus_03
+                | dw::DW_LANG_C_plus_plus_11
+                | dw::DW_LANG_C_plus_plus_14 => Language::Cpp,
+                dw::DW_LANG_C
+                | dw::DW_LANG_C89
+                | dw::DW_LANG_C99
+                | dw::DW_LANG_C11
+                | dw::DW_LANG_C17 => Language::C,
+                _ => Language::Other,
+            },
+            _ => Language::Other,
+        }
+    }
+
+    /// Where the prologue of the function at `[low, high)` ends: the first line-table row
+    /// flagged `prologue_end`, else the second distinct address of the function's rows.
+    fn prologue_end(
+        &self,
+        dwarf: &gimli::Dwarf<Reader>,
+        unit: usize,
+        low: u64,
+        high: u64,
+    ) -> Option<u64> {
+        let slot = &self.units[unit];
+        let program = slot.unit.line_program.clone()?;
+        let _ = dwarf;
+        let mut rows = program.rows();
+        let mut second = None;
+        let mut seen = 0usize;
+        while let Ok(Some((_, row))) = rows.next_row() {
+            let address = row.address();
+            if address < low || address >= high || row.end_sequence() {
+                continue;
+            }
+            if row.prologue_end() && address > low {
+                return Some(address);
+            }
+            if address > low && second.is_none_or(|s| address < s) {
+                second = Some(address);
+            }
+            seen += 1;
+            if seen > 1_000_000 {
+                break;
+            }
+        }
+        second
+    }
+
+    /// Parent DIE offsets of a unit, built once.
+    fn parents(&self, unit: usize) -> &HashMap<UnitOffset, UnitOffset> {
+        self.units[unit].parents.get_or_init(|| {
+            let mut map = HashMap::new();
+            let mut stack: Vec<UnitOffset> = Vec::new();
+            let mut entries = self.units[unit].unit.entries();
+            while let Ok(Some(entry)) = entries.next_dfs() {
+                let offset = entry.offset();
+                let depth = entries.depth().max(0) as usize;
+                stack.truncate(depth);
+                if let Some(&parent) = stack.last() {
+                    map.insert(offset, parent);
+                }
+                stack.push(offset);
+            }
+            map
+        })
+    }
+
+    /// `a::b::` for a DIE nested in namespaces, structs or enums (C++ and Rust).
+    fn scope_prefix(
         &self,
         dwarf: &gimli::Dwarf<Reader>,
         unit: usize,
         offset: UnitOffset,
-        depth: u32,
-    ) -> gimli::Result<(Type, String)> {
-        let die = self.entry(unit, offset)?;
-        let name = self.string(dwarf, unit, &die, dw::DW_AT_name);
-        let size = die
-            .attr_value(dw::DW_AT_byte_size)
-            .and_then(|v| v.udata_value());
-        if depth > MAX_DEPTH {
-            return unknown(name, "<type chain too deep>");
-        }
-        // `None` is `void`.
-        let inner = match die.attr_value(dw::DW_AT_type) {
-            Some(value) => Some(self.referenced_type(dwarf, unit, value, depth + 1)?),
-            None => None,
-        };
-        let tag: DwTag = die.tag();
-        match tag {
-            dw::DW_TAG_base_type => {
-                let encoding = match die.attr_value(dw::DW_AT_encoding) {
-                    Some(AttributeValue::Encoding(e)) => e,
-                    _ => return unknown(name, "<base type>"),
-                };
-                let name = name.unwrap_or_default();
-                let size = size.unwrap_or(0);
-                let ty = match encoding {
-                    dw::DW_ATE_boolean if size == 1 => Type::Bool,
-                    dw::DW_ATE_signed_char | dw::DW_ATE_unsigned_char if size == 1 => Type::Char {
-                        signed: encoding == dw::DW_ATE_signed_char,
-                    },
-                    dw::DW_ATE_signed
-                    | dw::DW_ATE_unsigned
-                    | dw::DW_ATE_signed_char
-                    | dw::DW_ATE_unsigned_char
-                    | dw::DW_ATE_UTF
-                        if matches!(size, 1 | 2 | 4 | 8 | 16) =>
-                    {
-                        Type::Int {
-                            name: name.clone(),
-                            signed: matches!(encoding, dw::DW_ATE_signed | dw::DW_ATE_signed_char),
-                            size: size as u8,
-                        }
+    ) -> String {
+        let parents = self.parents(unit);
+        let mut names = Vec::new();
+        let mut at = offset;
+        while let Some(&parent) = parents.get(&at) {
+            let Ok(die) = self.entry(unit, parent) else {
+                break;
+            };
+            match die.tag() {
+                dw::DW_TAG_namespace
+                | dw::DW_TAG_structure_type
+                | dw::DW_TAG_class_type
+                | dw::DW_TAG_union_type
+                | dw::DW_TAG_enumeration_type => {
+                    if let Some(n) = self.string(dwarf, unit, &die, dw::DW_AT_name) {
+                        names.push(n);
                     }
-                    dw::DW_ATE_float if matches!(size, 4 | 8 | 10 | 12 | 16) => Type::Float {
-                        name: name.clone(),
-                        size: size as u8,
-                    },
-                    _ => Type::Unknown { name: name.clone() },
-                };
-                Ok((ty, name))
-            }
-            dw::DW_TAG_typedef => {
-                let name = name.unwrap_or_default();
-                match inner {
-                    Some((ty, _)) => Ok((ty, name)),
-                    None => Ok((Type::Unknown { name: name.clone() }, name)),
                 }
+                _ => break,
+            }
+            at = parent;
+            if names.len() > 32 {
+                break;
+            }
+        }
+        names.reverse();
+        names.iter().map(|n| format!("{n}::")).collect()
+    }
+}
+
+/// Builds the [`Types`] arena of one signature.
+struct TypeBuilder<'a> {
+    info: &'a DebugInfo,
+    dwarf: &'a gimli::Dwarf<Reader>,
+    types: Types,
+    memo: HashMap<(usize, UnitOffset), TypeId>,
+    language: Language,
+}
+
+impl TypeBuilder<'_> {
+    fn add(&mut self, name: String, size: Option<u64>, kind: TypeKind) -> TypeId {
+        match self.types.push(TypeDef { name, size, kind }) {
+            Some(id) => id,
+            // The arena is full: reuse the first type slot as an opaque stand-in.
+            None => TypeId(0),
+        }
+    }
+
+    fn unknown(&mut self, what: &str) -> gimli::Result<(TypeId, String)> {
+        let id = self.add(what.to_owned(), None, TypeKind::Unknown);
+        Ok((id, what.to_owned()))
+    }
+
+    /// The type a `DW_AT_type` value refers to and how it is written. A reference that
+    /// cannot be followed (type units, supplementary files) is an unknown type, never `void`.
+    fn referenced(
+        &mut self,
+        unit: usize,
+        value: AttributeValue<Reader>,
+        depth: u32,
+    ) -> gimli::Result<(TypeId, String)> {
+        match self.info.follow(unit, value) {
+            Some((u, offset)) => self.type_at(u, offset, depth),
+            None => self.unknown("<unresolved type reference>"),
+        }
+    }
+
+    fn void(&mut self) -> TypeId {
+        self.add("void".to_owned(), Some(0), TypeKind::Void)
+    }
+
+    /// The resolved type at a DIE (typedefs and qualifiers looked through) and how it is
+    /// written.
+    fn type_at(
+        &mut self,
+        unit: usize,
+        offset: UnitOffset,
+        depth: u32,
+    ) -> gimli::Result<(TypeId, String)> {
+        if depth > MAX_DEPTH {
+            return self.unknown("<type chain too deep>");
+        }
+        let die = self.info.entry(unit, offset)?;
+        let tag: DwTag = die.tag();
+        let raw_name = self.info.string(self.dwarf, unit, &die, dw::DW_AT_name);
+        // Typedefs and qualifiers resolve to their target; only the written name differs.
+        match tag {
+            dw::DW_TAG_typedef => {
+                let name = raw_name.unwrap_or_default();
+                return match die.attr_value(dw::DW_AT_type) {
+                    Some(v) => {
+                        let (id, _) = self.referenced(unit, v, depth + 1)?;
+                        Ok((id, name))
+                    }
+                    None => self.unknown(&name),
+                };
             }
             dw::DW_TAG_const_type
             | dw::DW_TAG_volatile_type
@@ -665,91 +795,141 @@ impl DebugInfo {
                     dw::DW_TAG_restrict_type => "restrict",
                     _ => "_Atomic",
                 };
-                match inner {
-                    Some((ty, written)) => {
-                        // Pointer qualifiers go after the star: `char *const`.
-                        let written = if written.ends_with('*') {
-                            format!("{written}{qualifier}")
-                        } else {
-                            format!("{qualifier} {written}")
-                        };
-                        Ok((ty, written))
-                    }
-                    None => {
-                        let written = format!("{qualifier} void");
-                        Ok((
-                            Type::Unknown {
-                                name: written.clone(),
-                            },
-                            written,
-                        ))
-                    }
-                }
+                let (id, written) = match die.attr_value(dw::DW_AT_type) {
+                    Some(v) => self.referenced(unit, v, depth + 1)?,
+                    None => (self.void(), "void".to_owned()),
+                };
+                // Pointer qualifiers go after the star: `char *const`.
+                let written = if written.ends_with('*') {
+                    format!("{written}{qualifier}")
+                } else {
+                    format!("{qualifier} {written}")
+                };
+                return Ok((id, written));
             }
+            _ => {}
+        }
+        if let Some(&id) = self.memo.get(&(unit, offset)) {
+            let name = self.types.get(id).name.clone();
+            return Ok((id, name));
+        }
+        // Reserve the slot first so self-references find it.
+        let id = self.add(
+            raw_name.clone().unwrap_or_default(),
+            None,
+            TypeKind::Unknown,
+        );
+        self.memo.insert((unit, offset), id);
+        let size = die
+            .attr_value(dw::DW_AT_byte_size)
+            .and_then(|v| v.udata_value());
+        let scoped = |b: &Self, n: String| {
+            if matches!(b.language, Language::Rust | Language::Cpp) {
+                format!("{}{n}", b.info.scope_prefix(b.dwarf, unit, offset))
+            } else {
+                n
+            }
+        };
+        let def = match tag {
+            dw::DW_TAG_base_type => {
+                let name = raw_name.unwrap_or_default();
+                let kind = match die.attr_value(dw::DW_AT_encoding) {
+                    Some(AttributeValue::Encoding(e)) => match (e, size.unwrap_or(0)) {
+                        (dw::DW_ATE_boolean, _) => TypeKind::Bool,
+                        (dw::DW_ATE_signed_char | dw::DW_ATE_unsigned_char, 1) => TypeKind::Char {
+                            signed: e == dw::DW_ATE_signed_char,
+                        },
+                        (dw::DW_ATE_UTF, 4) if self.language == Language::Rust => {
+                            TypeKind::RustChar
+                        }
+                        (
+                            dw::DW_ATE_signed
+                            | dw::DW_ATE_unsigned
+                            | dw::DW_ATE_UTF
+                            | dw::DW_ATE_signed_char
+                            | dw::DW_ATE_unsigned_char,
+                            1 | 2 | 4 | 8 | 16,
+                        ) => TypeKind::Int {
+                            signed: matches!(e, dw::DW_ATE_signed | dw::DW_ATE_signed_char),
+                        },
+                        (dw::DW_ATE_float, 4 | 8 | 10 | 12 | 16) => TypeKind::Float,
+                        _ => TypeKind::Unknown,
+                    },
+                    _ => TypeKind::Unknown,
+                };
+                TypeDef { name, size, kind }
+            }
+            dw::DW_TAG_unspecified_type => TypeDef {
+                name: raw_name.unwrap_or_else(|| "void".to_owned()),
+                size: Some(0),
+                kind: TypeKind::Void,
+            },
             dw::DW_TAG_pointer_type
             | dw::DW_TAG_reference_type
-            | dw::DW_TAG_rvalue_reference_type => {
+            | dw::DW_TAG_rvalue_reference_type
+            | dw::DW_TAG_ptr_to_member_type => {
                 let sigil = match tag {
                     dw::DW_TAG_pointer_type => "*",
                     dw::DW_TAG_reference_type => "&",
-                    _ => "&&",
+                    dw::DW_TAG_rvalue_reference_type => "&&",
+                    _ => "::*",
                 };
-                if size.is_some_and(|s| s != 8) {
-                    return unknown(name, "<pointer of unusual size>");
-                }
-                let (pointee, pointee_name) = match inner {
-                    Some(inner) => inner,
-                    None => (
-                        Type::Unknown {
-                            name: "void".to_owned(),
-                        },
-                        "void".to_owned(),
-                    ),
+                let (pointee, pointee_name) = match die.attr_value(dw::DW_AT_type) {
+                    Some(v) => self.referenced(unit, v, depth + 1)?,
+                    None => (self.void(), "void".to_owned()),
                 };
-                // Rust names its pointer types (`&str` is a struct, `*const u8` a pointer).
-                let written = name.unwrap_or_else(|| {
+                // Rust names its pointer types (`&u32`, `Box<T>`); C and C++ do not.
+                let name = raw_name.unwrap_or_else(|| {
                     if pointee_name.ends_with(['*', '&']) {
                         format!("{pointee_name}{sigil}")
                     } else {
                         format!("{pointee_name} {sigil}")
                     }
                 });
-                let ty = match pointee {
-                    Type::Char { .. } => Type::CString,
-                    _ => Type::Pointer {
-                        pointee: pointee_name,
-                    },
+                let kind = if tag == dw::DW_TAG_ptr_to_member_type || size.is_some_and(|s| s != 8) {
+                    TypeKind::Unknown
+                } else {
+                    let reference = tag != dw::DW_TAG_pointer_type
+                        || (self.language == Language::Rust && name.starts_with('&'));
+                    TypeKind::Pointer { pointee, reference }
                 };
-                Ok((ty, written))
+                TypeDef {
+                    name,
+                    size: Some(8),
+                    kind,
+                }
             }
             dw::DW_TAG_enumeration_type => {
-                let name = name.unwrap_or_else(|| "<anonymous enum>".to_owned());
-                let signed = match inner {
-                    Some((ty, _)) => matches!(
-                        ty,
-                        Type::Int { signed: true, .. } | Type::Char { signed: true }
-                    ),
+                let name = scoped(
+                    self,
+                    raw_name.unwrap_or_else(|| "<anonymous enum>".to_owned()),
+                );
+                let mut signed = match die.attr_value(dw::DW_AT_type) {
+                    Some(v) => {
+                        let (t, _) = self.referenced(unit, v, depth + 1)?;
+                        matches!(
+                            self.types.get(t).kind,
+                            TypeKind::Int { signed: true } | TypeKind::Char { signed: true }
+                        )
+                    }
                     None => false,
                 };
-                let size = size.unwrap_or(0);
-                if !matches!(size, 1 | 2 | 4 | 8) {
-                    return Ok((Type::Unknown { name: name.clone() }, name));
-                }
                 let mut enumerators = Vec::new();
-                let mut tree = self.units[unit].unit.entries_tree(Some(offset))?;
+                let mut tree = self.info.units[unit].unit.entries_tree(Some(offset))?;
                 let mut children = tree.root()?.children();
-                let mut any_negative = false;
                 while let Some(child) = children.next()? {
                     let child = child.entry();
-                    if child.tag() != dw::DW_TAG_enumerator {
+                    if child.tag() != dw::DW_TAG_enumerator || enumerators.len() >= 4096 {
                         continue;
                     }
-                    let Some(enumerator) = self.string(dwarf, unit, child, dw::DW_AT_name) else {
+                    let Some(enumerator) =
+                        self.info.string(self.dwarf, unit, child, dw::DW_AT_name)
+                    else {
                         continue;
                     };
                     let value = match child.attr_value(dw::DW_AT_const_value) {
                         Some(AttributeValue::Sdata(v)) => {
-                            any_negative |= v < 0;
+                            signed |= v < 0;
                             v as i128
                         }
                         Some(AttributeValue::Udata(v)) => v as i128,
@@ -765,13 +945,15 @@ impl DebugInfo {
                     };
                     enumerators.push((enumerator, value));
                 }
-                let ty = Type::Enum {
-                    name: name.clone(),
-                    size: size as u8,
-                    signed: signed || any_negative,
-                    enumerators,
+                let kind = if matches!(size, Some(1 | 2 | 4 | 8)) {
+                    TypeKind::Enum {
+                        signed,
+                        enumerators,
+                    }
+                } else {
+                    TypeKind::Unknown
                 };
-                Ok((ty, name))
+                TypeDef { name, size, kind }
             }
             dw::DW_TAG_structure_type | dw::DW_TAG_class_type | dw::DW_TAG_union_type => {
                 let keyword = match tag {
@@ -779,30 +961,60 @@ impl DebugInfo {
                     dw::DW_TAG_class_type => "class",
                     _ => "struct",
                 };
-                let name = name.unwrap_or_else(|| format!("<anonymous {keyword}>"));
-                let size = size.unwrap_or(0);
-                let ty = if tag == dw::DW_TAG_union_type {
-                    Type::Union {
+                let name = match raw_name {
+                    Some(n) => scoped(self, n),
+                    None => format!("<anonymous {keyword}>"),
+                };
+                let name =
+                    if self.language == Language::C && die.attr_value(dw::DW_AT_name).is_some() {
+                        format!("{keyword} {name}")
+                    } else {
+                        name
+                    };
+                // Write the name now: members pointing back at this struct print it.
+                self.types.set(
+                    id,
+                    TypeDef {
                         name: name.clone(),
                         size,
+                        kind: TypeKind::Unknown,
+                    },
+                );
+                if die.has_attr(dw::DW_AT_declaration) {
+                    TypeDef {
+                        name,
+                        size,
+                        kind: TypeKind::Unknown,
                     }
                 } else {
-                    Type::Struct {
-                        name: name.clone(),
-                        size,
-                    }
-                };
-                Ok((ty, name))
+                    let by_reference = matches!(
+                        die.attr_value(dw::DW_AT_calling_convention),
+                        Some(AttributeValue::CallingConvention(
+                            dw::DW_CC_pass_by_reference
+                        ))
+                    );
+                    let (members, variants, template) = self.members(unit, offset, depth)?;
+                    let kind = if tag == dw::DW_TAG_union_type {
+                        TypeKind::Union { members }
+                    } else {
+                        TypeKind::Struct {
+                            members,
+                            variants,
+                            template,
+                            by_reference,
+                        }
+                    };
+                    TypeDef { name, size, kind }
+                }
             }
             dw::DW_TAG_array_type => {
-                let (element, element_name) = match inner {
-                    Some(inner) => inner,
-                    None => return unknown(name, "<array>"),
+                let (element, element_name) = match die.attr_value(dw::DW_AT_type) {
+                    Some(v) => self.referenced(unit, v, depth + 1)?,
+                    None => self.unknown("<array element>")?,
                 };
-                let mut tree = self.units[unit].unit.entries_tree(Some(offset))?;
+                let mut counts = Vec::new();
+                let mut tree = self.info.units[unit].unit.entries_tree(Some(offset))?;
                 let mut children = tree.root()?.children();
-                let mut dims = String::new();
-                let mut count_total: Option<u64> = Some(1);
                 while let Some(child) = children.next()? {
                     let child = child.entry();
                     if child.tag() != dw::DW_TAG_subrange_type {
@@ -815,49 +1027,213 @@ impl DebugInfo {
                             child
                                 .attr_value(dw::DW_AT_upper_bound)
                                 .and_then(|v| v.udata_value())
-                                .map(|u| u + 1)
+                                .map(|u| u.saturating_add(1))
                         });
-                    match count {
-                        Some(n) => dims.push_str(&format!("[{n}]")),
-                        None => dims.push_str("[]"),
+                    counts.push(count);
+                    if counts.len() > 8 {
+                        break;
                     }
-                    count_total = count_total.zip(count).map(|(a, b)| a * b);
                 }
-                let element_size = element_size(&element);
-                let size = size
-                    .or_else(|| count_total.zip(element_size).map(|(n, s)| n * s))
-                    .unwrap_or(0);
-                let name = name.unwrap_or_else(|| format!("{element_name}{dims}"));
-                Ok((
-                    Type::Array {
-                        name: name.clone(),
-                        size,
-                    },
-                    name,
-                ))
+                if counts.is_empty() {
+                    counts.push(None);
+                }
+                // Multi-dimensional arrays are arrays of arrays, innermost last.
+                // Multi-dimensional arrays are arrays of arrays, innermost last.
+                let dims = |counts: &[Option<u64>]| -> String {
+                    counts
+                        .iter()
+                        .map(|c| c.map_or("[]".to_owned(), |n| format!("[{n}]")))
+                        .collect()
+                };
+                let mut inner = element;
+                for i in (0..counts.len()).rev() {
+                    let this_size = counts[i]
+                        .zip(self.types.size(inner))
+                        .and_then(|(n, s)| n.checked_mul(s));
+                    let kind = TypeKind::Array {
+                        element: inner,
+                        count: counts[i],
+                    };
+                    let name = format!("{element_name}{}", dims(&counts[i..]));
+                    if i == 0 {
+                        let name = raw_name.clone().unwrap_or(name);
+                        let size = size.or(this_size);
+                        self.types.set(id, TypeDef { name, size, kind });
+                        return Ok((id, self.types.get(id).name.clone()));
+                    }
+                    inner = self.add(name, this_size, kind);
+                }
+                unreachable!("counts is not empty")
             }
-            dw::DW_TAG_subroutine_type => unknown(name, "<function>"),
-            _ => unknown(name, "<unsupported type>"),
-        }
+            dw::DW_TAG_subroutine_type => TypeDef {
+                name: raw_name.unwrap_or_else(|| "<function>".to_owned()),
+                size: None,
+                kind: TypeKind::Function,
+            },
+            _ => TypeDef {
+                name: raw_name.unwrap_or_else(|| "<unsupported type>".to_owned()),
+                size,
+                kind: TypeKind::Unknown,
+            },
+        };
+        let name = def.name.clone();
+        self.types.set(id, def);
+        Ok((id, name))
     }
-}
 
-fn unknown(name: Option<String>, what: &str) -> gimli::Result<(Type, String)> {
-    let name = name.unwrap_or_else(|| what.to_owned());
-    Ok((Type::Unknown { name: name.clone() }, name))
-}
+    /// Data members, a Rust variant part, and template parameters of a struct or union.
+    #[allow(clippy::type_complexity)]
+    fn members(
+        &mut self,
+        unit: usize,
+        offset: UnitOffset,
+        depth: u32,
+    ) -> gimli::Result<(Vec<Member>, Option<VariantPart>, Vec<(String, TypeId)>)> {
+        let mut members = Vec::new();
+        let mut variants = None;
+        let mut template = Vec::new();
+        let mut tree = self.info.units[unit].unit.entries_tree(Some(offset))?;
+        let mut children = tree.root()?.children();
+        while let Some(child) = children.next()? {
+            let die = child.entry().clone();
+            match die.tag() {
+                dw::DW_TAG_member => {
+                    // Static members have no location in the object.
+                    if die.has_attr(dw::DW_AT_external) || die.has_attr(dw::DW_AT_declaration) {
+                        continue;
+                    }
+                    if let Some(m) = self.member(unit, &die, depth)? {
+                        members.push(m);
+                    }
+                }
+                dw::DW_TAG_inheritance => {
+                    if let Some(mut m) = self.member(unit, &die, depth)? {
+                        m.name = format!("<base {}>", self.types.get(m.ty).name);
+                        members.push(m);
+                    }
+                }
+                dw::DW_TAG_template_type_parameter => {
+                    let name = self
+                        .info
+                        .string(self.dwarf, unit, &die, dw::DW_AT_name)
+                        .unwrap_or_default();
+                    if let Some(v) = die.attr_value(dw::DW_AT_type) {
+                        let (t, _) = self.referenced(unit, v, depth + 1)?;
+                        template.push((name, t));
+                    }
+                }
+                dw::DW_TAG_variant_part => {
+                    variants = Some(self.variant_part(unit, &die, child, depth)?);
+                }
+                _ => {}
+            }
+            if members.len() > 4096 {
+                break;
+            }
+        }
+        Ok((members, variants, template))
+    }
 
-fn element_size(ty: &Type) -> Option<u64> {
-    match ty {
-        Type::Int { size, .. } | Type::Float { size, .. } | Type::Enum { size, .. } => {
-            Some(u64::from(*size))
+    fn member(&mut self, unit: usize, die: &Die, depth: u32) -> gimli::Result<Option<Member>> {
+        let name = self
+            .info
+            .string(self.dwarf, unit, die, dw::DW_AT_name)
+            .unwrap_or_else(|| "<anonymous>".to_owned());
+        let Some(tv) = die.attr_value(dw::DW_AT_type) else {
+            return Ok(None);
+        };
+        let (ty, _) = self.referenced(unit, tv, depth + 1)?;
+        let mut offset = match die.attr_value(dw::DW_AT_data_member_location) {
+            Some(v) => match v.udata_value() {
+                Some(o) => o,
+                // Location expressions (virtual bases) are not followed.
+                None => return Ok(None),
+            },
+            None => 0,
+        };
+        let bit_size = die
+            .attr_value(dw::DW_AT_bit_size)
+            .and_then(|v| v.udata_value());
+        let bits = match bit_size {
+            Some(bits) => {
+                // DWARF 4+: DW_AT_data_bit_offset from the start of the struct.
+                let data_bit = die
+                    .attr_value(dw::DW_AT_data_bit_offset)
+                    .and_then(|v| v.udata_value());
+                match data_bit {
+                    Some(b) => {
+                        let unit_size = self.types.size(ty).unwrap_or(4).max(1);
+                        let start = b / 8 / unit_size * unit_size;
+                        offset = start;
+                        Some((b - start * 8, bits))
+                    }
+                    None => {
+                        // DWARF 2/3: DW_AT_bit_offset counts from the storage unit's MSB.
+                        let unit_bits = self.types.size(ty).unwrap_or(4) * 8;
+                        let from_msb = die
+                            .attr_value(dw::DW_AT_bit_offset)
+                            .and_then(|v| v.udata_value())
+                            .unwrap_or(0);
+                        Some((unit_bits.saturating_sub(from_msb + bits), bits))
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Some(Member {
+            name,
+            offset,
+            ty,
+            bits,
+        }))
+    }
+
+    fn variant_part(
+        &mut self,
+        unit: usize,
+        die: &Die,
+        node: gimli::EntriesTreeNode<'_, '_, Reader>,
+        depth: u32,
+    ) -> gimli::Result<VariantPart> {
+        // The discriminant member is a sibling DW_TAG_member the part points at; it is
+        // found among the part's children in rustc's output.
+        let discr_ref = die
+            .attr_value(dw::DW_AT_discr)
+            .and_then(|v| self.info.follow(unit, v));
+        let mut discr = None;
+        if let Some((u, off)) = discr_ref {
+            let d = self.info.entry(u, off)?;
+            discr = self.member(u, &d, depth)?;
         }
-        Type::Bool | Type::Char { .. } => Some(1),
-        Type::CString | Type::Pointer { .. } => Some(8),
-        Type::Struct { size, .. } | Type::Union { size, .. } | Type::Array { size, .. } => {
-            Some(*size)
+        let mut variants = Vec::new();
+        let mut children = node.children();
+        while let Some(child) = children.next()? {
+            let v = child.entry().clone();
+            if v.tag() != dw::DW_TAG_variant {
+                continue;
+            }
+            let discr_value = v.attr_value(dw::DW_AT_discr_value).and_then(|x| match x {
+                AttributeValue::Sdata(s) => Some(s as u64),
+                other => other.udata_value(),
+            });
+            let mut inner = child.children();
+            while let Some(m) = inner.next()? {
+                let m = m.entry().clone();
+                if m.tag() == dw::DW_TAG_member
+                    && let Some(member) = self.member(unit, &m, depth)?
+                {
+                    variants.push(Variant {
+                        discr_value,
+                        member,
+                    });
+                    break;
+                }
+            }
+            if variants.len() > 4096 {
+                break;
+            }
         }
-        Type::Unknown { .. } => None,
+        Ok(VariantPart { discr, variants })
     }
 }
 

@@ -7,19 +7,23 @@ pub mod demangle;
 pub mod dwarf;
 pub mod elf;
 pub mod libs;
+pub mod location;
 pub mod maps;
 pub mod plan;
 pub mod resolve;
+pub mod types;
 pub mod value;
 
 pub use demangle::demangle;
-pub use dwarf::{DebugInfo, DwarfError, Param, Signature, Type};
+pub use dwarf::{DebugInfo, DwarfError, Param, Signature};
 pub use elf::{ElfError, ElfFile, ElfKind, FunctionSymbol};
 pub use maps::{MappedObject, Mapping, MapsError, ProcessMaps};
 pub use plan::{
-    DecodedArgs, Fetch, FetchKind, FetchResult, FunctionPlan, PlanLimits, Register, compile,
+    DecodedArgs, DecodedReturn, Fetch, FetchKind, FetchResult, FunctionPlan, PlanLimits, Source,
+    compile,
 };
 pub use resolve::{ResolveError, ResolvedFunction, resolve};
+pub use types::{Language, TypeDef, TypeId, TypeKind, Types};
 pub use value::Value;
 
 #[cfg(test)]

@@ -5,9 +5,9 @@ mod common;
 use std::path::Path;
 
 use chronicle_symbols::{
-    DebugInfo, ElfFile, FetchResult, Param, PlanLimits, Signature, Type, Value, compile, resolve,
+    DebugInfo, ElfFile, PlanLimits, Signature, TypeId, TypeKind, Types, Value, compile, resolve,
 };
-use common::{open, run};
+use common::{Machine, open, run};
 
 #[track_caller]
 fn signature(elf: &ElfFile, query: &str) -> Signature {
@@ -19,30 +19,74 @@ fn signature(elf: &ElfFile, query: &str) -> Signature {
     sig.unwrap_or_else(|| panic!("no signature for {query}"))
 }
 
-fn int(name: &str, signed: bool, size: u8) -> Type {
-    Type::Int {
-        name: name.to_owned(),
-        signed,
-        size,
+/// A compact rendering of a resolved type: `i32`, `u8`, `char`, `*char`, `&struct x(8)`.
+fn render(types: &Types, id: TypeId) -> String {
+    render_depth(types, id, 0)
+}
+
+fn render_depth(types: &Types, id: TypeId, depth: u32) -> String {
+    let def = types.get(id);
+    let bits = def.size.unwrap_or(0) * 8;
+    match &def.kind {
+        TypeKind::Void => "void".into(),
+        TypeKind::Int { signed: true } => format!("i{bits}"),
+        TypeKind::Int { signed: false } => format!("u{bits}"),
+        TypeKind::Bool => "bool".into(),
+        TypeKind::Char { signed: true } => "char".into(),
+        TypeKind::Char { signed: false } => "uchar".into(),
+        TypeKind::RustChar => "rchar".into(),
+        TypeKind::Float => format!("f{bits}"),
+        TypeKind::Enum { enumerators, .. } => {
+            let e: Vec<String> = enumerators
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            format!("enum {}[{}]", def.name, e.join(","))
+        }
+        TypeKind::Pointer { pointee, reference } if depth < 3 => format!(
+            "{}{}",
+            if *reference { "&" } else { "*" },
+            render_depth(types, *pointee, depth + 1)
+        ),
+        TypeKind::Pointer { .. } => "*..".into(),
+        TypeKind::Struct { .. } => format!("{}({})", def.name, def.size.unwrap_or(0)),
+        TypeKind::Union { .. } => format!("{}({})", def.name, def.size.unwrap_or(0)),
+        TypeKind::Array { element, count } => {
+            format!(
+                "{}[{}]",
+                render_depth(types, *element, depth + 1),
+                count.unwrap_or(0)
+            )
+        }
+        TypeKind::Function => "fn".into(),
+        TypeKind::Unknown => format!("?{}", def.name),
     }
 }
 
-/// Parameters as `(name, written type, resolved type)`.
+/// Parameters as `(name, written type, rendered resolved type)`.
 #[track_caller]
-fn check_params(sig: &Signature, expect: &[(&str, &str, Type)]) {
-    let got: Vec<(&str, &str, &Type)> = sig
+fn check_params(sig: &Signature, expect: &[(&str, &str, &str)]) {
+    let got: Vec<(String, String, String)> = sig
         .params
         .iter()
-        .map(
-            |Param {
-                 name,
-                 ty,
-                 type_name,
-             }| (name.as_str(), type_name.as_str(), ty),
-        )
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.type_name.clone(),
+                render(&sig.types, p.ty),
+            )
+        })
         .collect();
-    let expect: Vec<(&str, &str, &Type)> = expect.iter().map(|(n, w, t)| (*n, *w, t)).collect();
+    let expect: Vec<(String, String, String)> = expect
+        .iter()
+        .map(|(n, w, t)| (n.to_string(), w.to_string(), t.to_string()))
+        .collect();
     assert_eq!(got, expect);
+}
+
+#[track_caller]
+fn ret(sig: &Signature) -> Option<String> {
+    sig.ret.map(|t| render(&sig.types, t))
 }
 
 #[test]
@@ -52,23 +96,14 @@ fn c_transfer() {
     check_params(
         &sig,
         &[
-            ("from", "const char *", Type::CString),
-            ("to", "const char *", Type::CString),
-            ("cents", "long int", int("long int", true, 8)),
+            ("from", "const char *", "*char"),
+            ("to", "const char *", "*char"),
+            ("cents", "long int", "i64"),
         ],
     );
-    assert_eq!(sig.ret, Some(int("int", true, 4)));
+    assert_eq!(ret(&sig).as_deref(), Some("i32"));
     assert_eq!(sig.ret_type_name.as_deref(), Some("int"));
     assert!(!sig.variadic);
-}
-
-fn color() -> Type {
-    Type::Enum {
-        name: "color".to_owned(),
-        size: 4,
-        signed: true,
-        enumerators: vec![("RED".into(), 0), ("GREEN".into(), 5), ("BLUE".into(), -1)],
-    }
 }
 
 #[test]
@@ -78,31 +113,14 @@ fn c_mixed_types() {
     check_params(
         &sig,
         &[
-            ("a", "unsigned char", Type::Char { signed: false }),
-            ("b", "short int", int("short int", true, 2)),
-            (
-                "c",
-                "long long unsigned int",
-                int("long long unsigned int", false, 8),
-            ),
-            ("d", "_Bool", Type::Bool),
-            ("e", "char", Type::Char { signed: true }),
-            ("f", "color", color()),
-            (
-                "g",
-                "double",
-                Type::Float {
-                    name: "double".into(),
-                    size: 8,
-                },
-            ),
-            (
-                "h",
-                "void *",
-                Type::Pointer {
-                    pointee: "void".into(),
-                },
-            ),
+            ("a", "unsigned char", "uchar"),
+            ("b", "short int", "i16"),
+            ("c", "long long unsigned int", "u64"),
+            ("d", "_Bool", "bool"),
+            ("e", "char", "char"),
+            ("f", "color", "enum color[RED=0,GREEN=5,BLUE=-1]"),
+            ("g", "double", "f64"),
+            ("h", "void *", "*void"),
         ],
     );
 
@@ -110,9 +128,9 @@ fn c_mixed_types() {
     check_params(
         &sig,
         &[
-            ("amount", "money_t", int("long unsigned int", false, 8)),
-            ("note", "char *restrict", Type::CString),
-            ("flag", "volatile int", int("int", true, 4)),
+            ("amount", "money_t", "u64"),
+            ("note", "char *restrict", "*char"),
+            ("flag", "volatile int", "i32"),
         ],
     );
     assert_eq!(sig.ret_type_name.as_deref(), Some("money_t"));
@@ -121,48 +139,41 @@ fn c_mixed_types() {
     check_params(
         &sig,
         &[
-            (
-                "p",
-                "point",
-                Type::Struct {
-                    name: "point".into(),
-                    size: 8,
-                },
-            ),
-            ("after", "int", int("int", true, 4)),
+            ("p", "struct point", "struct point(8)"),
+            ("after", "int", "i32"),
         ],
     );
 
     let sig = signature(&elf, "nothing");
-    assert_eq!((sig.params.len(), sig.ret.as_ref()), (0, None));
-    assert_eq!(signature(&elf, "greeting").ret, Some(Type::CString));
+    assert_eq!((sig.params.len(), sig.ret), (0, None));
+    assert_eq!(ret(&signature(&elf, "greeting")).as_deref(), Some("*char"));
     let sig = signature(&elf, "main");
     check_params(
         &sig,
-        &[
-            ("argc", "int", int("int", true, 4)),
-            (
-                "argv",
-                "char **",
-                Type::Pointer {
-                    pointee: "char *".into(),
-                },
-            ),
-        ],
+        &[("argc", "int", "i32"), ("argv", "char **", "**char")],
     );
 }
 
 #[test]
 fn c_plan_from_dwarf() {
+    // -O0: the parameters live in the frame, so the probe goes after the prologue.
     let elf = open(&common::c_program());
     let sig = signature(&elf, "transfer");
-    let plan = compile(Some(&sig), &PlanLimits::default());
-    assert_eq!(plan.entry.len(), 2);
-    let from = b"alice\0";
-    let decoded = plan.decode_entry(
-        &[0x1000, 0, (-250i64) as u64, 0, 0, 0],
-        &[FetchResult::Bytes(from), FetchResult::Bytes(b"")],
-    );
+    let plan = compile(Some(&sig), elf.data(), &PlanLimits::default());
+    assert!(plan.entry_site.offset > 0);
+    assert_eq!(plan.entry_site.cfa.reg, 6, "gcc -O0 frames are rbp-based");
+
+    // -O2: they are in registers at the first instruction.
+    let elf = open(&common::c_program_o2());
+    let sig = signature(&elf, "transfer");
+    let plan = compile(Some(&sig), elf.data(), &PlanLimits::default());
+    assert_eq!(plan.entry_site.offset, 0);
+    let decoded = Machine::default()
+        .arg(0, 0x5000)
+        .arg(1, 0)
+        .arg(2, (-250i64) as u64)
+        .memory(0x5000, b"alice\0")
+        .decode_entry(&plan);
     assert_eq!(
         decoded.args,
         [
@@ -173,9 +184,18 @@ fn c_plan_from_dwarf() {
     );
     assert!(decoded.unavailable.is_empty());
     // The upper half of eax is undefined for an `int` return.
+    let r = Machine::default()
+        .reg(0, 0xdead_beef_ffff_fffe)
+        .decode_return(&plan);
+    assert_eq!((r.value, r.unavailable), (Some(Value::Int(-2)), vec![]));
+    // An unreadable string is marked, with the address.
+    let decoded = Machine::default().arg(0, 0x9000).decode_entry(&plan);
     assert_eq!(
-        plan.decode_return(0xdead_beef_ffff_fffe, 0, &[]),
-        (Some(Value::Int(-2)), vec![])
+        decoded.unavailable,
+        [(
+            "from".to_owned(),
+            "unreadable memory (errno 14) at 0x9000".to_owned()
+        )]
     );
 }
 
@@ -188,30 +208,20 @@ fn cpp_signatures() {
     check_params(
         &sig,
         &[
-            (
-                "this",
-                "const Cart *const",
-                Type::Pointer {
-                    pointee: "const Cart".into(),
-                },
-            ),
-            ("tax", "int", int("int", true, 4)),
+            ("this", "const shop::Cart *const", "*shop::Cart(4)"),
+            ("tax", "int", "i32"),
         ],
     );
     let sig = signature(&elf, "process_order");
     check_params(
         &sig,
         &[
-            ("id", "long int", int("long int", true, 8)),
-            (
-                "qty",
-                "short unsigned int",
-                int("short unsigned int", false, 2),
-            ),
+            ("id", "long int", "i64"),
+            ("qty", "short unsigned int", "u16"),
         ],
     );
     let sig = signature(&elf, "shop::process(char const*)");
-    check_params(&sig, &[("name", "const char *", Type::CString)]);
+    check_params(&sig, &[("name", "const char *", "*char")]);
 }
 
 #[test]
@@ -220,17 +230,11 @@ fn rust_signatures() {
         let elf = open(&path);
         let sig = signature(&elf, "orders::process_order");
         assert_eq!(sig.name, "process_order");
-        check_params(
-            &sig,
-            &[
-                ("id", "u64", int("u64", false, 8)),
-                ("qty", "i32", int("i32", true, 4)),
-            ],
-        );
-        assert_eq!(sig.ret, Some(int("i64", true, 8)));
+        check_params(&sig, &[("id", "u64", "u64"), ("qty", "i32", "i32")]);
+        assert_eq!(ret(&sig).as_deref(), Some("i64"));
         let sig = signature(&elf, "payments::process_order");
-        check_params(&sig, &[("flag", "bool", Type::Bool)]);
-        assert_eq!(sig.ret, Some(Type::Bool));
+        check_params(&sig, &[("flag", "bool", "bool")]);
+        assert_eq!(ret(&sig).as_deref(), Some("bool"));
     }
 }
 
@@ -315,7 +319,7 @@ fn compressed_debug_sections() {
     // The flags column holds `C` for SHF_COMPRESSED.
     assert!(info.split_whitespace().any(|w| w == "C"), "{info}");
     let sig = signature(&open(&out), "transfer");
-    assert_eq!(sig.params[2].ty, int("long int", true, 8));
+    assert_eq!(render(&sig.types, sig.params[2].ty), "i64");
 }
 
 #[test]
