@@ -21,6 +21,7 @@ enum Command {
     Attach(cmd::attach::Args),
     Functions(cmd::functions::Args),
     Export(cmd::export::Args),
+    Symbols(cmd::symbols::Args),
 }
 
 /// Exit codes of the public CLI contract.
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
         Command::Attach(args) => cmd::attach::run(args),
         Command::Functions(args) => cmd::functions::run(args),
         Command::Export(args) => cmd::export::run(args),
+        Command::Symbols(args) => cmd::symbols::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

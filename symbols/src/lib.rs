@@ -6,6 +6,7 @@
 pub mod demangle;
 pub mod dwarf;
 pub mod elf;
+pub mod inspect;
 pub mod libs;
 pub mod location;
 pub mod maps;

@@ -158,11 +158,14 @@ pub fn select(spec: &LocationSpec, pc: u64) -> Result<&[LocOp], String> {
     }
 }
 
-/// True when an expression addresses the stack frame (`DW_OP_fbreg`, or `DW_OP_breg` on
-/// rsp/rbp): such single expressions only hold after the prologue has run.
-pub fn is_frame_relative(ops: &[LocOp]) -> bool {
+/// True when an expression addresses the function's own stack frame (`DW_OP_fbreg`
+/// below a CFA frame base, or relative to rsp/rbp): such single expressions only hold once
+/// the prologue has run. Slots at or above the CFA are the caller's (stack arguments) and
+/// hold from the first instruction.
+pub fn is_frame_relative(ops: &[LocOp], frame_base: Option<&[LocOp]>) -> bool {
+    let cfa_based = matches!(frame_base, Some([LocOp::Cfa]));
     ops.iter().any(|op| match op {
-        LocOp::FBReg(_) | LocOp::Cfa => true,
+        LocOp::FBReg(off) => !(cfa_based && *off >= 0),
         LocOp::BReg(r, _) => matches!(r, 6 | 7),
         _ => false,
     })

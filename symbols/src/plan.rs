@@ -327,7 +327,10 @@ fn entry_pieces(sig: &Signature, pc: u64, cfa: CfaRule) -> Vec<Vec<Piece>> {
                     Err(reason) => missing(reason),
                     Ok(ops) => {
                         let single = matches!(spec, location::LocationSpec::Expr(_));
-                        if at_entry && single && location::is_frame_relative(ops) {
+                        if at_entry
+                            && single
+                            && location::is_frame_relative(ops, sig.frame_base.as_deref())
+                        {
                             missing(BEFORE_PROLOGUE.to_owned())
                         } else {
                             location::evaluate(ops, size, &site)
@@ -1115,7 +1118,9 @@ impl Decoder<'_> {
             TypeKind::Char { signed } => {
                 let raw = scalar(self, 1)?;
                 let byte = raw as u8;
-                Some(if (0x20..0x7f).contains(&byte) {
+                // Plain `char` is text; `signed char` / `unsigned char` (`int8_t`,
+                // `uint8_t`) are numbers.
+                Some(if types.is_text_char(ty) && (0x20..0x7f).contains(&byte) {
                     Value::Str(char::from(byte).to_string())
                 } else {
                     int_value(extend(raw, 1, *signed), *signed)
@@ -1220,7 +1225,7 @@ impl Decoder<'_> {
                     return None;
                 };
                 let esize = types.size(*element).unwrap_or(0);
-                if matches!(types.get(*element).kind, TypeKind::Char { .. }) {
+                if types.is_text_char(*element) {
                     if let Some(reason) = view.gap(at, n) {
                         self.note(path, reason.to_owned());
                         return None;

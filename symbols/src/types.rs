@@ -162,15 +162,22 @@ impl Types {
         }
     }
 
-    /// A pointer to one-byte characters: a C string.
+    /// A pointer to plain `char`: a C string. (`unsigned char *` and `uint8_t *` are
+    /// usually bytes, and stay pointers.)
     pub fn is_c_string(&self, id: TypeId) -> bool {
         match self.get(id).kind {
             TypeKind::Pointer {
                 pointee,
                 reference: false,
-            } => matches!(self.get(pointee).kind, TypeKind::Char { .. }),
+            } => self.is_text_char(pointee),
             _ => false,
         }
+    }
+
+    /// Plain `char`, the element type of C text.
+    pub fn is_text_char(&self, id: TypeId) -> bool {
+        let def = self.get(id);
+        matches!(def.kind, TypeKind::Char { .. }) && def.name == "char"
     }
 
     /// A struct member by name.

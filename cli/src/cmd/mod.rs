@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod export;
 pub mod functions;
+pub mod symbols;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,155 @@
+//! Attach to running C, C++ and Rust programs built at -O0 and -O2 and check the exact
+//! decoded values of structs, unions, arrays, enums, strings, pointers followed to a depth,
+//! aggregates passed and returned by value, C++ classes and std::string, and Rust
+//! `&str`, `String`, `Vec`, slices, `Box`, `Option`, `Result` and enums.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chronicle_tests::{Opt, Running, bpf_available, build_c, chronicle_ok, export, scratch};
+use serde_json::{Value, json};
+
+/// Attaches to `program` for a while, tracing `functions`; returns the database.
+fn capture(test: &str, program: &Path, functions: &[&str]) -> PathBuf {
+    let dir = scratch(test);
+    let service = Running::start(program, &["--interval-ms", "5"]);
+    let db = dir.join("chronicle.db");
+    let pid = service.pid().to_string();
+    let mut args = vec!["attach", "--pid", &pid, "--duration", "1.5", "--db"];
+    let db_arg = db.to_str().unwrap().to_owned();
+    args.push(&db_arg);
+    for f in functions {
+        args.extend(["--func", f]);
+    }
+    chronicle_ok(&args);
+    drop(service);
+    db
+}
+
+/// The distinct `{args, return, status, unavailable}` of a function's records; every
+/// call of the fixtures is made with the same values, so there is exactly one.
+#[track_caller]
+fn only_call(db: &Path, function: &str) -> Value {
+    let records = export(db, function);
+    assert!(!records.is_empty(), "no records of {function}");
+    let distinct: BTreeMap<String, Value> = records
+        .iter()
+        .map(|r| {
+            let v = json!({"args": r["args"], "return": r["return"], "status": r["status"],
+                           "unavailable": r["unavailable"], "replayable": r["replayable"]});
+            (v.to_string(), v)
+        })
+        .collect();
+    assert_eq!(distinct.len(), 1, "{function}: {distinct:#?}");
+    distinct.into_values().next().unwrap()
+}
+
+#[track_caller]
+fn check(db: &Path, function: &str, args: Value, ret: Value) {
+    let call = only_call(db, function);
+    assert_eq!(
+        call,
+        json!({"args": args, "return": ret, "status": "ok", "unavailable": {}, "replayable": true}),
+        "{function}"
+    );
+}
+
+fn c_types(opt: Opt, test: &str) {
+    if !bpf_available(test) {
+        return;
+    }
+    let shapes = build_c("shapes", opt);
+    let db = capture(
+        test,
+        &shapes,
+        &[
+            "order_total",
+            "make_pair",
+            "make_big",
+            "sum_pair",
+            "sum_big",
+            "list_len",
+            "widths",
+            "read_number",
+            "status_name",
+        ],
+    );
+    check(
+        &db,
+        "order_total",
+        json!({"o": {
+            "id": 90001,
+            "customer": {"id": 7, "name": "Ada", "tier": "gold"},
+            "items": [
+                {"sku": "SKU-1", "qty": 2, "price_cents": 1999},
+                {"sku": "SKU-22", "qty": 1, "price_cents": 500},
+            ],
+            "n_items": 2,
+            "status": "SHIPPED",
+            "gift": true,
+            "weight": 1.5,
+            "express": 1,
+            "priority": 5,
+        }}),
+        json!(4498),
+    );
+    check(
+        &db,
+        "make_pair",
+        json!({"a": -3, "b": 1u64 << 40}),
+        json!({"a": -3, "b": 1u64 << 40}),
+    );
+    check(
+        &db,
+        "make_big",
+        json!({"base": 100}),
+        json!({"v": [100, 101, 102, 103]}),
+    );
+    check(
+        &db,
+        "sum_pair",
+        json!({"p": {"a": -5, "b": 6_000_000_000i64}}),
+        json!(5_999_999_995i64),
+    );
+    check(
+        &db,
+        "sum_big",
+        json!({"b": {"v": [10, 20, 30, 40]}}),
+        json!(100),
+    );
+    check(
+        &db,
+        "list_len",
+        json!({"n": {"value": 1, "next": {"value": 2, "next": {"value": 3, "next": null}}}}),
+        json!(3),
+    );
+    check(
+        &db,
+        "widths",
+        json!({"a": -8, "b": 200, "c": -1600, "d": 65000, "e": -320000, "f": 4_000_000_000u32,
+               "g": -64, "h": u64::MAX}),
+        json!(3_999_743_527i64),
+    );
+    check(
+        &db,
+        "read_number",
+        json!({"n": {"i": 0x0102030405060708i64, "bytes": [8, 7, 6, 5, 4, 3, 2, 1]}}),
+        json!(0x0102030405060708i64),
+    );
+    check(
+        &db,
+        "status_name",
+        json!({"s": "CANCELLED", "codes": "abc"}),
+        json!("cancelled"),
+    );
+}
+
+#[test]
+fn c_types_at_o0() {
+    c_types(Opt::O0, "c_types_at_o0");
+}
+
+#[test]
+fn c_types_at_o2() {
+    c_types(Opt::O2, "c_types_at_o2");
+}
