@@ -26,6 +26,8 @@ pub enum LocOp {
     PlusConst(u64),
     Plus,
     Minus,
+    /// `DW_OP_and`.
+    And,
     /// `DW_OP_deref` of `size` bytes.
     Deref(u8),
     StackValue,
@@ -60,6 +62,11 @@ pub enum Sym {
         at: Box<Sym>,
         add: i64,
     },
+    /// A value with only the bits of `mask` kept (`DW_OP_and`); only as a value.
+    Masked {
+        value: Box<Sym>,
+        mask: u64,
+    },
 }
 
 impl Sym {
@@ -73,6 +80,11 @@ impl Sym {
             Sym::Load { at, add } => Sym::Load {
                 at,
                 add: add.wrapping_add(k),
+            },
+            // Arithmetic after a mask is not modelled; keep the mask and fail at use.
+            masked @ Sym::Masked { .. } => Sym::Masked {
+                value: Box::new(masked),
+                mask: 0,
             },
         }
     }
@@ -269,6 +281,26 @@ impl Eval {
                 };
                 self.push(a.add(k))?;
             }
+            LocOp::And => {
+                let b = self.pop()?;
+                let a = self.pop()?;
+                let (value, mask) = match (a, b) {
+                    (Sym::Const(x), Sym::Const(y)) => (Sym::Const(x & y), u64::MAX),
+                    (v, Sym::Const(m)) | (Sym::Const(m), v) => (v, m),
+                    _ => return Err("location arithmetic on two registers".to_owned()),
+                };
+                self.push(match value {
+                    Sym::Masked { value, mask: old } => Sym::Masked {
+                        value,
+                        mask: old & mask,
+                    },
+                    Sym::Const(c) => Sym::Const(c & mask),
+                    v => Sym::Masked {
+                        value: Box::new(v),
+                        mask,
+                    },
+                })?;
+            }
             LocOp::Deref(size) => {
                 if *size != 8 {
                     return Err(format!("{size}-byte dereference in location"));
@@ -332,6 +364,10 @@ impl Eval {
             Some(Sym::Const(_)) => Piece::Missing {
                 size,
                 reason: "at a static address (not supported)".to_owned(),
+            },
+            Some(Sym::Masked { .. }) => Piece::Missing {
+                size,
+                reason: "masked address in location".to_owned(),
             },
             Some(at) => Piece::Memory { at, size },
         }
@@ -407,6 +443,7 @@ pub fn parse_expression<R: gimli::Reader>(
             O::PlusConstant { value } => LocOp::PlusConst(value),
             O::Plus => LocOp::Plus,
             O::Minus => LocOp::Minus,
+            O::And => LocOp::And,
             O::Deref {
                 size, space: false, ..
             } => LocOp::Deref(size),

@@ -31,6 +31,9 @@ pub struct PlanLimits {
     pub max_fetch_len: u32,
     /// Elements of a variable-length sequence whose own pointers are followed.
     pub max_followed_elements: u32,
+    /// Bytes of one variable-length sequence (`Vec`, slice) read; longer ones are
+    /// truncated and reported.
+    pub max_sequence_bytes: u32,
 }
 
 impl Default for PlanLimits {
@@ -42,6 +45,7 @@ impl Default for PlanLimits {
             max_fetches: 32,
             max_fetch_len: 4096,
             max_followed_elements: 8,
+            max_sequence_bytes: 1024,
         }
     }
 }
@@ -135,6 +139,7 @@ enum Seg {
     RegPlus {
         reg: u8,
         add: i64,
+        mask: u64,
         size: u64,
     },
     Loaded {
@@ -500,7 +505,8 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn finish(self) -> ProbePlan {
+    fn finish(mut self) -> ProbePlan {
+        self.follow_pointers();
         self.plan
     }
 
@@ -513,7 +519,24 @@ impl<'a> Planner<'a> {
                 Piece::Missing { size, reason } => Seg::Missing { size, reason },
                 Piece::Value { value, size } => match value {
                     Sym::Const(c) => Seg::Bytes(c.to_le_bytes()[..size.min(8) as usize].to_vec()),
-                    Sym::Reg { reg, add } => Seg::RegPlus { reg, add, size },
+                    Sym::Reg { reg, add } => Seg::RegPlus {
+                        reg,
+                        add,
+                        mask: u64::MAX,
+                        size,
+                    },
+                    Sym::Masked { value, mask } => match *value {
+                        Sym::Reg { reg, add } => Seg::RegPlus {
+                            reg,
+                            add,
+                            mask,
+                            size,
+                        },
+                        _ => Seg::Missing {
+                            size,
+                            reason: "masked value in location (not supported)".to_owned(),
+                        },
+                    },
                     Sym::Load { at, add } => match self.load_word(&at) {
                         Ok(fetch) => Seg::Loaded { fetch, add, size },
                         Err(reason) => Seg::Missing { size, reason },
@@ -525,9 +548,16 @@ impl<'a> Planner<'a> {
                 },
             });
         }
-        let index = self.plan.items.len();
         self.plan.items.push(Item { name, ty, segs });
-        self.walk(ty, Buf::Item(index), 0, 1);
+    }
+
+    /// Plans the reads behind pointers, once every value's own bytes are planned: those
+    /// come first in the budget.
+    fn follow_pointers(&mut self) {
+        for index in 0..self.plan.items.len() {
+            let ty = self.plan.items[index].ty;
+            self.walk(ty, Buf::Item(index), 0, 1);
+        }
     }
 
     /// A fetch of the 8-byte word at a symbolic address.
@@ -550,6 +580,7 @@ impl<'a> Planner<'a> {
                 )
             }
             Sym::Const(_) => return Err("at a static address (not supported)".to_owned()),
+            Sym::Masked { .. } => return Err("masked address in location".to_owned()),
         };
         self.push(FetchKind::Memory, base, offset, size, None)
     }
@@ -611,9 +642,12 @@ impl<'a> Planner<'a> {
                             Seg::Reg { reg, .. } if at == start => {
                                 Some(Word::Source(Source::Reg(*reg), 0))
                             }
-                            Seg::RegPlus { reg, add, .. } if at == start => {
-                                Some(Word::Source(Source::Reg(*reg), *add))
-                            }
+                            Seg::RegPlus {
+                                reg,
+                                add,
+                                mask: u64::MAX,
+                                ..
+                            } if at == start => Some(Word::Source(Source::Reg(*reg), *add)),
                             Seg::Loaded { fetch, add, .. } if at == start => Some(Word::Source(
                                 Source::Fetched {
                                     fetch: *fetch,
@@ -759,7 +793,11 @@ impl<'a> Planner<'a> {
         let cap = if pl.text {
             u64::from(self.limits.max_string) + 1
         } else {
-            u64::from(self.limits.max_fetch_len) / element_size * element_size
+            let bytes = self
+                .limits
+                .max_sequence_bytes
+                .min(self.limits.max_fetch_len);
+            (u64::from(bytes) / element_size).max(1) * element_size
         };
         let remaining = u64::from(self.limits.max_bytes)
             .saturating_sub(u64::from(self.plan.payload_len).next_multiple_of(8));
@@ -965,6 +1003,7 @@ fn reg_name(reg: u8) -> &'static str {
 fn describe_segs(segs: &[Seg]) -> Result<String, String> {
     let parts: Vec<String> = segs
         .iter()
+        .filter(|seg| !matches!(seg, Seg::Missing { reason, .. } if reason == "padding"))
         .map(|seg| match seg {
             Seg::Reg { reg, .. } => reg_name(*reg).to_owned(),
             Seg::RegPlus { reg, add, .. } => format!("{}{add:+}", reg_name(*reg)),
@@ -1032,10 +1071,10 @@ impl Decoder<'_> {
                         "register",
                     );
                 }
-                Seg::RegPlus { reg, add, .. } => put(
+                Seg::RegPlus { reg, add, mask, .. } => put(
                     self.regs
                         .get(*reg as usize)
-                        .map(|r| r.wrapping_add(*add as u64).to_le_bytes().to_vec()),
+                        .map(|r| (r.wrapping_add(*add as u64) & mask).to_le_bytes().to_vec()),
                     "register",
                 ),
                 Seg::Loaded { fetch, add, .. } => match self.fetch_view(*fetch) {

@@ -153,3 +153,131 @@ fn c_types_at_o0() {
 fn c_types_at_o2() {
     c_types(Opt::O2, "c_types_at_o2");
 }
+
+/// Every distinct `{args, return, status}` of a function, with `unavailable` empty.
+#[track_caller]
+fn check_all(db: &Path, function: &str, expect: &[(Value, Value, &str)]) {
+    let records = export(db, function);
+    let got: BTreeMap<String, Value> = records
+        .iter()
+        .map(|r| {
+            assert_eq!(r["unavailable"], json!({}), "{function}: {r}");
+            let v = json!({"args": r["args"], "return": r["return"], "status": r["status"]});
+            (v.to_string(), v)
+        })
+        .collect();
+    let want: BTreeMap<String, Value> = expect
+        .iter()
+        .map(|(args, ret, status)| {
+            let v = json!({"args": args, "return": ret, "status": status});
+            (v.to_string(), v)
+        })
+        .collect();
+    assert_eq!(got, want, "{function}");
+}
+
+fn rust_types(opt: Opt, test: &str) {
+    if !bpf_available(test) {
+        return;
+    }
+    let kinds = chronicle_tests::build_rust("kinds", opt);
+    let db = capture(
+        test,
+        &kinds,
+        &[
+            "kinds::greet",
+            "kinds::total",
+            "kinds::checkout",
+            "kinds::area",
+            "kinds::sum",
+            "kinds::boxed",
+            "kinds::maybe",
+            "kinds::pair",
+            "kinds::letters",
+            "kinds::owned",
+        ],
+    );
+    check(
+        &db,
+        "kinds::greet",
+        json!({"name": "world", "times": 2}),
+        json!("world world"),
+    );
+    let order = json!({
+        "id": 7,
+        "items": [
+            {"sku": "A-1", "qty": 2, "price_cents": 150},
+            {"sku": "B-22", "qty": 1, "price_cents": 1000},
+        ],
+        "note": {"Some": "leave at door"},
+        "coupon": {"None": null},
+    });
+    check(&db, "kinds::total", json!({"order": order}), json!(1300));
+    check_all(
+        &db,
+        "kinds::checkout",
+        &[
+            (
+                json!({"order": order, "budget": 5000}),
+                json!({"Ok": 1300}),
+                "ok",
+            ),
+            (
+                json!({"order": order, "budget": 100}),
+                json!({"Err": {"OverBudget": "1300 > 100"}}),
+                "error",
+            ),
+        ],
+    );
+    check_all(
+        &db,
+        "kinds::area",
+        &[
+            (json!({"shape": {"Circle": 5}}), json!(75), "ok"),
+            (
+                json!({"shape": {"Rect": {"w": 3, "h": 4}}}),
+                json!(12),
+                "ok",
+            ),
+            (json!({"shape": {"Empty": null}}), json!(0), "ok"),
+        ],
+    );
+    check(&db, "kinds::sum", json!({"values": [1, -2, 30]}), json!(29));
+    check(
+        &db,
+        "kinds::boxed",
+        json!({"item": {"sku": "C-3", "qty": 4, "price_cents": 99}}),
+        json!(4),
+    );
+    check_all(
+        &db,
+        "kinds::maybe",
+        &[
+            (json!({"x": {"Some": 41}}), json!({"Some": 42}), "ok"),
+            (json!({"x": {"None": null}}), json!({"None": null}), "ok"),
+        ],
+    );
+    check(
+        &db,
+        "kinds::pair",
+        json!({"a": 7, "b": -9}),
+        json!([8, -18]),
+    );
+    check(
+        &db,
+        "kinds::letters",
+        json!({"c": "é", "upper": true}),
+        json!("É"),
+    );
+    check(&db, "kinds::owned", json!({"tags": ["x", "yz"]}), json!(3));
+}
+
+#[test]
+fn rust_types_at_o0() {
+    rust_types(Opt::O0, "rust_types_at_o0");
+}
+
+#[test]
+fn rust_types_at_o2() {
+    rust_types(Opt::O2, "rust_types_at_o2");
+}
