@@ -82,6 +82,23 @@ pub fn build_c(name: &str, opt: Opt) -> PathBuf {
     out
 }
 
+/// Compiles `tests/fixtures/<name>.cpp` with debug info; returns the binary's path.
+pub fn build_cpp(name: &str, opt: Opt) -> PathBuf {
+    let src = workspace()
+        .join("tests/fixtures")
+        .join(format!("{name}.cpp"));
+    let out = fixture_dir().join(format!("{name}-O{}", opt.flag()));
+    let tmp = unique(&out);
+    run_ok(
+        Command::new("c++")
+            .args(["-g", &format!("-O{}", opt.flag()), "-o"])
+            .arg(&tmp)
+            .arg(&src),
+    );
+    std::fs::rename(&tmp, &out).expect("move fixture into place");
+    out
+}
+
 /// Builds `libledger.so` and `ledger_app`, which calls it; returns `(app, library)`.
 pub fn build_ledger() -> (PathBuf, PathBuf) {
     let fixtures = workspace().join("tests/fixtures");

@@ -281,3 +281,56 @@ fn rust_types_at_o0() {
 fn rust_types_at_o2() {
     rust_types(Opt::O2, "rust_types_at_o2");
 }
+
+fn cpp_types(opt: Opt, test: &str) {
+    if !bpf_available(test) {
+        return;
+    }
+    let store = chronicle_tests::build_cpp("store", opt);
+    let area_point = "store::area(store::Point const&)";
+    let area_ints = "store::area(int, int)";
+    let db = capture(
+        test,
+        &store,
+        &[
+            "store::Account::projected",
+            "store::Account::describe",
+            area_point,
+            area_ints,
+            "store::shift",
+            "store::shout",
+        ],
+    );
+    let grace = json!({"id_": 42, "owner_": "Grace Hopper", "tier_": "Gold", "balance_": 1000});
+    check(
+        &db,
+        "store::Account::projected(long) const",
+        json!({"this": grace, "cents": 250}),
+        json!(1250),
+    );
+    check(
+        &db,
+        "store::Account::describe",
+        json!({"this": grace, "prefix": "acct"}),
+        json!("acct 42 Grace Hopper"),
+    );
+    check(&db, area_point, json!({"p": {"x": 3, "y": 4}}), json!(12));
+    check(&db, area_ints, json!({"w": 5, "h": 6}), json!(30));
+    check(
+        &db,
+        "store::shift",
+        json!({"p": {"x": 1, "y": 2}, "dx": 10}),
+        json!({"x": 11, "y": 12}),
+    );
+    check(&db, "store::shout", json!({"s": "hey"}), json!("HEY!"));
+}
+
+#[test]
+fn cpp_types_at_o0() {
+    cpp_types(Opt::O0, "cpp_types_at_o0");
+}
+
+#[test]
+fn cpp_types_at_o2() {
+    cpp_types(Opt::O2, "cpp_types_at_o2");
+}

@@ -180,9 +180,13 @@ pub fn match_function(query: &str, known: &[String]) -> Result<String, NoSuchFun
         return Ok(exact.clone());
     }
     let suffix = format!("::{query}");
+    // C++ names carry their parameter list; a query may leave it out.
     let matches: Vec<String> = known
         .iter()
-        .filter(|name| name.ends_with(&suffix))
+        .filter(|name| {
+            let bare = without_params(name);
+            name.ends_with(&suffix) || bare == query || bare.ends_with(&suffix)
+        })
         .cloned()
         .collect();
     match matches.len() {
@@ -196,6 +200,21 @@ pub fn match_function(query: &str, known: &[String]) -> Result<String, NoSuchFun
             matches,
         }),
     }
+}
+
+/// A demangled C++ name without its parameter list and qualifiers:
+/// `ns::f(int) const` → `ns::f`. Parentheses inside template arguments are kept.
+fn without_params(name: &str) -> &str {
+    let mut depth = 0i32;
+    for (i, c) in name.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            '(' if depth == 0 && i > 0 => return &name[..i],
+            _ => {}
+        }
+    }
+    name
 }
 
 /// Up to three known names that look like a misspelling of `query`, best first: compared
@@ -266,6 +285,37 @@ mod tests {
     fn check(query: &str, known: &[&str], expect: Result<&str, &str>) {
         let got = match_function(query, &names(known)).map_err(|error| error.to_string());
         assert_eq!(got.as_deref().map_err(String::as_str), expect);
+    }
+
+    #[test]
+    fn cpp_names_match_without_their_parameters() {
+        let known = [
+            "shop::Cart::total(int) const",
+            "shop::area(shop::Point const&)",
+            "shop::area(int, int)",
+            "std::vector<std::function<void (int)>>::size() const",
+        ];
+        check(
+            "shop::Cart::total",
+            &known,
+            Ok("shop::Cart::total(int) const"),
+        );
+        check("total", &known, Ok("shop::Cart::total(int) const"));
+        check("shop::area(int, int)", &known, Ok("shop::area(int, int)"));
+        check(
+            "std::vector<std::function<void (int)>>::size",
+            &known,
+            Ok("std::vector<std::function<void (int)>>::size() const"),
+        );
+        check(
+            "area",
+            &known,
+            Err(
+                "`area` matches several recorded functions (shop::area(shop::Point const&), \
+                 shop::area(int, int)); pass the full name, or run `chronicle functions` to \
+                 list them",
+            ),
+        );
     }
 
     #[test]
