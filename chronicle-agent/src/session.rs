@@ -88,6 +88,8 @@ pub struct TracedFunction {
     pub file_offset: u64,
     /// Human-readable signature, or why there is none.
     pub signature: String,
+    /// What will not be captured, and why (inlined copies, values not readable).
+    pub notes: Vec<String>,
     /// File offset of the entry probe (the function's start, or the end of its prologue).
     pub entry_offset: u64,
     plan: FunctionPlan,
@@ -723,6 +725,27 @@ fn prepare(
         None => None,
     };
     let plan = plan::compile(signature.as_ref(), elf.data(), limits);
+    let mut notes = Vec::new();
+    if signature.as_ref().is_some_and(|s| s.inlined) {
+        notes.push(
+            "this function is also inlined into its callers; those inlined calls are not seen"
+                .to_owned(),
+        );
+    }
+    if plan.entry_site.offset > 0 {
+        notes.push(format!(
+            "entry probe after the prologue (+{:#x}), where the arguments are in the frame",
+            plan.entry_site.offset
+        ));
+    }
+    for (name, how) in plan.describe_entry() {
+        if let Err(why) = how {
+            notes.push(format!("{name}: not captured: {why}"));
+        }
+    }
+    if let Some(Err(why)) = plan.describe_return() {
+        notes.push(format!("return: not captured: {why}"));
+    }
     let described = match &signature {
         Some(sig) => describe(sig),
         None => "no DWARF debug info: arguments will not be decoded (rebuild with -g)".to_owned(),
@@ -744,6 +767,7 @@ fn prepare(
         file_offset: found.file_offset,
         entry_offset: found.file_offset + plan.entry_site.offset,
         signature: described,
+        notes,
         plan,
         entry,
         ret,

@@ -185,6 +185,14 @@ mod tests {
         assert_eq!(json["replayable"], json!(true));
         assert_eq!(json["return"], json!(null));
         assert_eq!(json["unavailable"], json!({"return": "float in xmm0"}));
+
+        // Parts of the return value likewise; parts of an argument are inputs.
+        r.unavailable = vec![("return.items[3]".into(), "unreadable".into())];
+        assert_eq!(record_json(&r)["replayable"], json!(true));
+        r.unavailable = vec![("returned".into(), "not a return path".into())];
+        assert_eq!(record_json(&r)["replayable"], json!(false));
+        r.unavailable = vec![("order.customer".into(), "max_depth".into())];
+        assert_eq!(record_json(&r)["replayable"], json!(false));
     }
 
     #[test]

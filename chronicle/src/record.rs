@@ -65,8 +65,18 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
-    /// A record can be replayed when every input was read exactly.
+    /// A record can be replayed when every input was read exactly: nothing is unavailable
+    /// but (parts of) the return value.
     pub fn replayable(&self) -> bool {
-        !self.unavailable.iter().any(|(name, _)| name != "return")
+        !self
+            .unavailable
+            .iter()
+            .any(|(path, _)| !is_return_path(path))
     }
+}
+
+/// `return`, `return.field`, `return[2]`: paths into the return value.
+fn is_return_path(path: &str) -> bool {
+    path.strip_prefix("return")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }

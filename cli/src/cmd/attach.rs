@@ -30,6 +30,14 @@ pub struct Args {
     /// Longest string captured per value, in bytes; longer ones are truncated and marked.
     #[arg(long, default_value_t = 256, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1..=4000))]
     pub max_string: u16,
+    /// How many pointers deep arguments are followed (structs behind pointers, their
+    /// pointers, ...); deeper pointers are stored as addresses and marked.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=8))]
+    pub max_depth: u8,
+    /// Bytes of memory read per probe (all arguments together, or the return value);
+    /// what does not fit is marked.
+    #[arg(long, default_value_t = 4096, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(64..=8192))]
+    pub max_serialized_size: u32,
     /// Ring buffer between the kernel probes and the reader, in MiB (a power of two): headroom
     /// for bursts. Events that do not fit are counted as dropped.
     #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = ring_size)]
@@ -87,6 +95,8 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     let options = AttachOptions {
         functions: args.functions.clone(),
         max_string: args.max_string,
+        max_depth: args.max_depth,
+        max_bytes: args.max_serialized_size,
         ring_buffer_bytes: args.ring_buffer_mb * 1024 * 1024,
         ..Default::default()
     };
@@ -111,6 +121,9 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             f.binary.display(),
             session.pid()
         )?;
+        for note in &f.notes {
+            writeln!(err, "chronicle:   {note}")?;
+        }
     }
     drop(err);
 
