@@ -124,6 +124,18 @@ impl ElfFile {
         Self::parse(path, Arc::new(data))
     }
 
+    /// Parses an ELF image held in memory; `path` only names it in errors and reports.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<ElfFile, ElfError> {
+        let open = |source| ElfError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut anon = memmap2::MmapMut::map_anon(bytes.len().max(1)).map_err(open)?;
+        anon[..bytes.len()].copy_from_slice(bytes);
+        let data = anon.make_read_only().map_err(open)?;
+        Self::parse(path, Arc::new(data))
+    }
+
     fn parse(path: &Path, data: Arc<Mmap>) -> Result<ElfFile, ElfError> {
         let parse_err = |source| ElfError::Parse {
             path: path.to_owned(),

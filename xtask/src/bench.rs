@@ -10,7 +10,8 @@ use crate::ebpf::workspace_root;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which benchmark: `capture` (cost of tracing a hot function).
+    /// Which benchmark: `capture` (cost of tracing a hot function), `symbols` (debug info
+    /// load time and peak memory for a large binary).
     pub name: String,
     /// Calls per run.
     #[arg(long, default_value_t = 200_000)]
@@ -23,7 +24,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     match args.name.as_str() {
         "capture" => capture(&args),
-        other => bail!("unknown benchmark `{other}`; available: capture"),
+        "symbols" => symbols(&args),
+        other => bail!("unknown benchmark `{other}`; available: capture, symbols"),
     }
 }
 
@@ -57,6 +59,8 @@ fn capture(args: &Args) -> Result<()> {
         ("-O0", "cheap", "int"),
         ("-O2", "cheap", "int"),
         ("-O2", "label", "str"),
+        ("-O0", "place", "struct"),
+        ("-O2", "place", "struct"),
     ] {
         let hot = dir.join(format!("hot{opt}"));
         let status = Command::new("cc")
@@ -104,6 +108,56 @@ fn capture(args: &Args) -> Result<()> {
             per(traced_ns) - per(base),
             ratio
         );
+    }
+    Ok(())
+}
+
+/// Wall time and peak RSS of `chronicle symbols` on a large binary with debug info: the
+/// dev build of Chronicle's own CLI (DWARF of every crate it links).
+fn symbols(args: &Args) -> Result<()> {
+    let root = workspace_root();
+    for (profile, flags) in [("release", &["--release"][..]), ("debug", &[][..])] {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "chronicle-cli"])
+            .args(flags)
+            .current_dir(&root)
+            .status()?;
+        ensure!(status.success(), "building chronicle ({profile}) failed");
+    }
+    let tool = root.join("target/release/chronicle");
+    let subject = root.join("target/debug/chronicle");
+    let size = std::fs::metadata(&subject)?.len();
+    println!(
+        "symbols benchmark: `chronicle symbols` on {} ({:.0} MB), median of {} runs",
+        subject.display(),
+        size as f64 / 1e6,
+        args.runs
+    );
+    println!("{:<44} {:>10} {:>12}", "query", "seconds", "peak RSS MB");
+    for filter in ["chronicle_agent::session::Session::attach", "storage::"] {
+        let mut runs = Vec::new();
+        for _ in 0..args.runs {
+            let out = Command::new("/usr/bin/time")
+                .args(["-f", "%e %M"])
+                .arg(&tool)
+                .arg("symbols")
+                .arg(&subject)
+                .args(["--filter", filter, "--json"])
+                .output()
+                .context("running /usr/bin/time (apt-get install time)")?;
+            ensure!(out.status.success(), "chronicle symbols failed");
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err.lines().last().context("no timing from /usr/bin/time")?;
+            let mut parts = last.split_whitespace();
+            let secs: f64 = parts.next().context("seconds")?.parse()?;
+            let kb: f64 = parts.next().context("max rss")?.parse()?;
+            let found: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            runs.push((secs, kb, found.as_array().map_or(0, Vec::len)));
+        }
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (secs, kb, n) = runs[runs.len() / 2];
+        let label = format!("--filter {filter} ({n} functions)");
+        println!("{label:<44} {secs:>10.2} {:>12.0}", kb / 1024.0);
     }
     Ok(())
 }

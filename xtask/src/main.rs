@@ -2,6 +2,7 @@
 
 mod bench;
 mod ebpf;
+mod fuzz;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Task {
     CheckEbpf,
     /// Run a benchmark and print its figures (see BENCHMARKS.md).
     Bench(bench::Args),
+    /// Run the fuzz targets for a bounded time (nightly; installs cargo-fuzz).
+    Fuzz(fuzz::Args),
 }
 
 fn main() {
@@ -32,6 +35,7 @@ fn main() {
         Task::BuildEbpf => ebpf::build(ebpf::Mode::Update),
         Task::CheckEbpf => ebpf::build(ebpf::Mode::Check),
         Task::Bench(args) => bench::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     };
     if let Err(error) = result {
         eprintln!("xtask: {error:#}");

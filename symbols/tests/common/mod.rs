@@ -294,3 +294,12 @@ impl Machine {
         plan.decode_return(&self.regs, &Self::results(&plan.ret, &payload, &lens))
     }
 }
+
+/// `tests/fixtures/shapes.c` of the workspace, at -O2.
+pub fn shapes_o2() -> PathBuf {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    build_once(&CELL, "shapes-O2", |out| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/shapes.c");
+        run("gcc", &["-g", "-O2", "-o", out, src.to_str().unwrap()]);
+    })
+}
