@@ -2,17 +2,18 @@
 //! and turns an event's fetch results back into [`FetchResult`]s for the decoder.
 
 use chronicle_common::{
-    CapturePlan, FetchOp, LARGE_SLOT, MAX_FETCH_OPS, SMALL_SLOT, base, class, fetch_status,
-    len_from, op_kind,
+    CapturePlan, FetchOp, LARGE_SLOT, MAX_FETCH_OPS, MAX_SAVES, SMALL_SLOT, base, class,
+    fetch_status, flags, len_from, op_kind,
 };
 use chronicle_symbols::location::CfaRule;
 use chronicle_symbols::plan::{FetchKind, FetchResult, PlanLimits, ProbePlan, Source};
 
 /// The plan budgets the wire format can carry.
-pub fn wire_limits(max_string: u16, max_bytes: u32, max_depth: u8) -> PlanLimits {
+pub fn wire_limits(max_string: u16, max_bytes: u32, max_depth: u8, after: bool) -> PlanLimits {
     PlanLimits {
         max_string,
         max_depth,
+        capture_after: after,
         max_bytes: max_bytes.min(2 * LARGE_SLOT as u32),
         max_fetches: MAX_FETCH_OPS,
         max_fetch_len: LARGE_SLOT as u32,
@@ -56,7 +57,7 @@ pub fn lower(plan: &ProbePlan, cfa: CfaRule) -> Result<CapturePlan, LowerError> 
                 Source::Reg(r) => Ok((0, u16::from(r))),
                 Source::Fetched { fetch, offset } => {
                     let at = plan.fetches[fetch].dst as u64 + offset;
-                    if at % 8 != 0 || at + 8 > 2 * LARGE_SLOT as u64 {
+                    if !at.is_multiple_of(8) || at + 8 > 2 * LARGE_SLOT as u64 {
                         return Err(LowerError {
                             what: "misaligned fetched pointer",
                         });
@@ -65,7 +66,7 @@ pub fn lower(plan: &ProbePlan, cfa: CfaRule) -> Result<CapturePlan, LowerError> 
                 }
             }
         };
-        let (base_kind, base_src) = source(fetch.base)?;
+        let (base_kind, mut base_src) = source(fetch.base)?;
         let (len_kind, len_src, scale) = match fetch.count {
             None => (len_from::CONST, 0, 1),
             Some((s, scale)) => {
@@ -90,6 +91,10 @@ pub fn lower(plan: &ProbePlan, cfa: CfaRule) -> Result<CapturePlan, LowerError> 
             kind: match fetch.kind {
                 FetchKind::CString => op_kind::C_STRING,
                 FetchKind::Memory => op_kind::MEMORY,
+                FetchKind::Saved { slot } => {
+                    base_src = u16::from(slot);
+                    op_kind::SAVED
+                }
             },
             base: if base_kind == 0 {
                 base::REG
@@ -110,6 +115,31 @@ pub fn lower(plan: &ProbePlan, cfa: CfaRule) -> Result<CapturePlan, LowerError> 
     }
     wire.class = class;
     wire.payload_len = plan.payload_len;
+    if plan.saves.len() > MAX_SAVES {
+        return fail("too many saved words");
+    }
+    for (i, save) in plan.saves.iter().enumerate() {
+        let (kind, src) = match *save {
+            Source::Reg(r) => (base::REG, u16::from(r)),
+            Source::Fetched { fetch, offset } => {
+                let at = u64::from(plan.fetches[fetch].dst) + offset;
+                if !at.is_multiple_of(8) || at + 8 > 2 * LARGE_SLOT as u64 {
+                    return fail("misaligned saved word");
+                }
+                (base::FETCHED, at as u16)
+            }
+        };
+        wire.save_base[i] = kind;
+        wire.save_src[i] = src;
+    }
+    wire.n_saves = plan.saves.len() as u8;
+    if plan
+        .fetches
+        .iter()
+        .any(|f| matches!(f.kind, FetchKind::Saved { .. }))
+    {
+        wire.flags |= flags::LOAD_SAVED;
+    }
     Ok(wire)
 }
 

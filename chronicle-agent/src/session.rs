@@ -54,6 +54,8 @@ pub struct AttachOptions {
     pub max_bytes: u32,
     /// How many pointers deep arguments are followed.
     pub max_depth: u8,
+    /// Read non-const pointer parameters' pointees again at return (`after` values).
+    pub capture_after: bool,
     /// The kernel wakes the reader once this many bytes are pending (batched wake-ups).
     pub wakeup_bytes: u64,
     /// The reader drains the ring buffer at least this often.
@@ -70,6 +72,7 @@ impl Default for AttachOptions {
             max_string: 256,
             max_bytes: 4096,
             max_depth: 3,
+            capture_after: false,
             wakeup_bytes: 256 * 1024,
             drain_interval: Duration::from_millis(10),
             ring_buffer_bytes: 64 * 1024 * 1024,
@@ -175,7 +178,12 @@ impl Session {
         if options.functions.is_empty() {
             return Err(AgentError::NoFunctions);
         }
-        let limits = lower::wire_limits(options.max_string, options.max_bytes, options.max_depth);
+        let limits = lower::wire_limits(
+            options.max_string,
+            options.max_bytes,
+            options.max_depth,
+            options.capture_after,
+        );
         let (pid, child, functions) = match target {
             Target::Pid(pid) => {
                 if !sys::process_exists(pid) {
@@ -575,6 +583,7 @@ impl Tracker {
             args: open.data.args,
             ret: ret.value,
             unavailable,
+            after: ret.after,
         }
     }
 }

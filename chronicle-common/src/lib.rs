@@ -24,6 +24,12 @@ pub const RING_CONFIG_MAP: &str = "RING_CONFIG";
 /// return probe of the same call stays silent too.
 pub const SKIPPED_MAP: &str = "SKIPPED";
 
+/// Name of the LRU hash of words an entry probe saved for its return probe
+/// ([`FrameKey`] → [`SavedWords`]): the pointers of output parameters.
+pub const SAVED_MAP: &str = "SAVED";
+/// Words an entry probe can save for the return probe of the same call.
+pub const MAX_SAVES: usize = 4;
+
 /// Maximum number of probes (entry and return count separately) one agent attaches.
 pub const MAX_PROBES: u32 = 4096;
 /// Maximum fetch operations in one capture plan.
@@ -83,6 +89,8 @@ pub mod op_kind {
     pub const C_STRING: u8 = 1;
     /// Read `len` bytes (or the op's computed length, capped at `len`).
     pub const MEMORY: u8 = 2;
+    /// Return probes: copy the word the entry probe saved in slot `base_src` (8 bytes).
+    pub const SAVED: u8 = 3;
 }
 
 /// Where a fetch op takes its base address from.
@@ -119,6 +127,8 @@ pub mod flags {
     /// Return probe: look the frame up in the skipped-calls map first; a call whose entry
     /// was sampled out emits nothing at return either.
     pub const CHECK_SKIPPED: u8 = 1;
+    /// Return probe: load the words the entry probe of this call saved ([`super::SAVED_MAP`]).
+    pub const LOAD_SAVED: u8 = 2;
 }
 
 /// One step of a capture plan: read memory the target can see.
@@ -172,9 +182,16 @@ pub struct CapturePlan {
     pub cfa_offset: i32,
     /// Entry probes: keep a call when a random u32 is below this; `u32::MAX` keeps all.
     pub sample_threshold: u32,
+    /// Entry probes: words to save for the return probe (output parameters' pointers).
+    pub n_saves: u8,
+    /// Per save: one of [`base`] (`REG`: register `save_src`; `FETCHED`: the 8 bytes at
+    /// payload offset `save_src`).
+    pub save_base: [u8; MAX_SAVES],
+    pub _pad0: [u8; 3],
+    pub save_src: [u16; MAX_SAVES],
     pub ops: [FetchOp; MAX_FETCH_OPS],
 }
-const _: () = assert!(size_of::<CapturePlan>() == 16 + 20 * MAX_FETCH_OPS);
+const _: () = assert!(size_of::<CapturePlan>() == 32 + 20 * MAX_FETCH_OPS);
 
 impl Default for CapturePlan {
     fn default() -> Self {
@@ -186,6 +203,10 @@ impl Default for CapturePlan {
             payload_len: 0,
             cfa_offset: 8,
             sample_threshold: u32::MAX,
+            n_saves: 0,
+            save_base: [0; MAX_SAVES],
+            _pad0: [0; 3],
+            save_src: [0; MAX_SAVES],
             ops: [FetchOp::default(); MAX_FETCH_OPS],
         }
     }
@@ -266,6 +287,14 @@ pub struct FrameKey {
 }
 const _: () = assert!(size_of::<FrameKey>() == 16);
 
+/// Words saved at a call's entry for its return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SavedWords {
+    pub words: [u64; MAX_SAVES],
+}
+const _: () = assert!(size_of::<SavedWords>() == 8 * MAX_SAVES);
+
 /// Per-probe, per-CPU counts of everything that happened in the kernel, lost or not.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -310,4 +339,6 @@ mod user {
     unsafe impl aya::Pod for super::RingConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FrameKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SavedWords {}
 }

@@ -16,8 +16,8 @@ use aya_ebpf::{
 };
 use chronicle_common::{
     CapturePlan, Counters, EventHeader, FetchOp, FrameKey, GP_REGS, LARGE_SLOT, LargeEvent,
-    MAX_FETCH_OPS, MAX_PROBES, RingConfig, SMALL_SLOT, SmallEvent, base, class, event_kind,
-    fetch_status, flags, len_from, op_kind, reg,
+    MAX_FETCH_OPS, MAX_PROBES, MAX_SAVES, RingConfig, SMALL_SLOT, SavedWords, SmallEvent, base,
+    class, event_kind, fetch_status, flags, len_from, op_kind, reg,
 };
 
 /// 16 MiB: about 140 000 header-only events or 11 000 small-plan events of headroom.
@@ -37,6 +37,10 @@ static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 /// that never returns (exception, longjmp) is eventually evicted.
 #[map]
 static SKIPPED: LruHashMap<FrameKey, u8> = LruHashMap::with_max_entries(65536, 0);
+
+/// Words entry probes saved for the return probe of the same call (output parameters).
+#[map]
+static SAVED: LruHashMap<FrameKey, SavedWords> = LruHashMap::with_max_entries(65536, 0);
 
 #[map]
 static RING_CONFIG: Array<RingConfig> = Array::with_max_entries(1, 0);
@@ -174,15 +178,29 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
         out.payload_len = 0;
         out._pad0 = 0;
     };
+    let mut saved = None;
+    if kind == event_kind::RETURN && plan.flags & flags::LOAD_SAVED != 0 {
+        // SAFETY: the value is copied out at once.
+        saved = unsafe { SAVED.get(&frame) }.copied();
+        if saved.is_some() {
+            let _ = SAVED.remove(&frame);
+        }
+    }
+    let saved = saved.as_ref();
     let emitted = match plan.class {
-        class::SMALL => emit_with_payload::<SmallEvent, SMALL_SLOT>(header, plan, counters),
-        class::LARGE => emit_with_payload::<LargeEvent, LARGE_SLOT>(header, plan, counters),
+        class::SMALL => {
+            emit_with_payload::<SmallEvent, SMALL_SLOT>(header, plan, counters, saved, &frame)
+        }
+        class::LARGE => {
+            emit_with_payload::<LargeEvent, LARGE_SLOT>(header, plan, counters, saved, &frame)
+        }
         _ => match EVENTS.reserve::<EventHeader>(0) {
             Some(mut entry) => {
                 // SAFETY: every field is written before the entry is submitted.
                 let out = unsafe { &mut *entry.as_mut_ptr() };
                 header(out);
                 out.fetch_len = [0; MAX_FETCH_OPS];
+                save::<SMALL_SLOT>(plan, &out.regs, core::ptr::null_mut(), &frame);
                 entry.submit(wakeup_flags(size_of::<EventHeader>() as u64));
                 true
             }
@@ -218,6 +236,8 @@ fn emit_with_payload<E: PayloadEvent + 'static, const SLOT: usize>(
     header: impl FnOnce(&mut EventHeader),
     plan: &CapturePlan,
     counters: &mut Counters,
+    saved: Option<&SavedWords>,
+    frame: &FrameKey,
 ) -> bool {
     let Some(mut entry) = EVENTS.reserve::<E>(0) else {
         return false;
@@ -238,10 +258,12 @@ fn emit_with_payload<E: PayloadEvent + 'static, const SLOT: usize>(
             0 => true,
             p => out.fetch_len.get(p as usize - 1).is_some_and(|&n| n >= 0),
         };
-        let result = if parent_ok {
-            fetch::<SLOT>(op, &out.regs, payload)
-        } else {
+        let result = if !parent_ok {
             fetch_status::SKIPPED
+        } else if op.kind == op_kind::SAVED {
+            copy_saved::<SLOT>(op, saved, payload)
+        } else {
+            fetch::<SLOT>(op, &out.regs, payload)
         };
         if result < 0 && result > fetch_status::SKIPPED {
             counters.fetch_errors += 1;
@@ -250,8 +272,53 @@ fn emit_with_payload<E: PayloadEvent + 'static, const SLOT: usize>(
             *slot = result;
         }
     }
+    save::<SLOT>(plan, &out.regs, payload, frame);
     entry.submit(wakeup_flags(size_of::<E>() as u64));
     true
+}
+
+/// Entry probes: saves the words the plan names (output parameters' pointers) for the
+/// return probe of this call. `payload` is null for header-only events.
+fn save<const SLOT: usize>(
+    plan: &CapturePlan,
+    regs: &[u64; GP_REGS],
+    payload: *mut u8,
+    frame: &FrameKey,
+) {
+    if plan.n_saves == 0 {
+        return;
+    }
+    let mut saved = SavedWords::default();
+    for i in 0..MAX_SAVES {
+        if i >= plan.n_saves as usize {
+            break;
+        }
+        let src = plan.save_src[i];
+        saved.words[i] = match plan.save_base[i] {
+            base::REG => regs.get(src as usize).copied().unwrap_or(0),
+            _ if payload.is_null() => 0,
+            _ => fetched_u64::<SLOT>(payload, src),
+        };
+    }
+    let _ = SAVED.insert(frame, &saved, 0);
+}
+
+/// Return probes: copies saved word `base_src` into the payload.
+fn copy_saved<const SLOT: usize>(
+    op: &FetchOp,
+    saved: Option<&SavedWords>,
+    payload: *mut u8,
+) -> i16 {
+    let Some(saved) = saved else {
+        return fetch_status::SKIPPED;
+    };
+    let Some(&word) = saved.words.get(op.base_src as usize) else {
+        return fetch_status::INVALID;
+    };
+    let dst = (op.dst as usize) & (SLOT - 1);
+    // SAFETY: dst + 8 <= SLOT + 8 <= 2 * SLOT, inside the payload buffer.
+    unsafe { core::ptr::write_unaligned(payload.add(dst).cast::<u64>(), word) };
+    8
 }
 
 /// An 8-byte value an earlier op wrote at payload offset `at` (8-aligned).

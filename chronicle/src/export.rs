@@ -37,6 +37,14 @@ pub fn record_json(r: &CallRecord) -> Json {
         .iter()
         .map(|(name, why)| (name.clone(), why.clone().into()));
     object.insert("unavailable".into(), Json::Object(unavailable.collect()));
+    // Only with `attach --after`: output parameters as they were at return.
+    if !r.after.is_empty() {
+        let after = r
+            .after
+            .iter()
+            .map(|(name, value)| (name.clone(), value.to_json()));
+        object.insert("after".into(), Json::Object(after.collect()));
+    }
     // Dependency tracking (file, net, http, db) is not captured yet.
     object.insert("dependencies".into(), Json::Array(vec![]));
     Json::Object(object)

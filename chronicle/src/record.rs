@@ -60,8 +60,12 @@ pub struct CallRecord {
     pub args: Vec<(String, Value)>,
     /// The return value; `None` for `void` functions and for calls that did not return.
     pub ret: Option<Value>,
-    /// Value name (parameter name, or `return`) → reason it was not read exactly.
+    /// Value path (`order.customer`, `return`, `after.buf`) → reason it was not read
+    /// exactly.
     pub unavailable: Vec<(String, String)>,
+    /// Output parameters as they were when the call returned (pointees of non-const pointer
+    /// parameters, read again at return when asked for), in declaration order.
+    pub after: Vec<(String, Value)>,
 }
 
 impl CallRecord {

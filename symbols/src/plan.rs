@@ -31,6 +31,9 @@ pub struct PlanLimits {
     pub max_fetch_len: u32,
     /// Elements of a variable-length sequence whose own pointers are followed.
     pub max_followed_elements: u32,
+    /// Read what non-const pointer parameters point to again at return (`after` values),
+    /// for functions that fill a buffer or update an object.
+    pub capture_after: bool,
     /// Bytes of one variable-length sequence (`Vec`, slice) read; longer ones are
     /// truncated and reported.
     pub max_sequence_bytes: u32,
@@ -46,6 +49,7 @@ impl Default for PlanLimits {
             max_fetch_len: 4096,
             max_followed_elements: 8,
             max_sequence_bytes: 1024,
+            capture_after: false,
         }
     }
 }
@@ -58,6 +62,8 @@ pub enum FetchKind {
     CString,
     /// `len` bytes, or the computed length capped at `len`.
     Memory,
+    /// Return probes: the word the entry probe saved in `slot` (see [`ProbePlan::saves`]).
+    Saved { slot: u8 },
 }
 
 /// Where a fetch's base address (or computed length) comes from.
@@ -114,6 +120,9 @@ pub struct ProbePlan {
     pub fetches: Vec<Fetch>,
     /// Bytes of payload the fetches may fill.
     pub payload_len: u32,
+    /// Entry probes: words to keep for the return probe of the same call (the pointers of
+    /// output parameters), in slot order.
+    pub saves: Vec<Source>,
     items: Vec<Item>,
     follows: HashMap<(Buf, u64), Follow>,
 }
@@ -122,6 +131,10 @@ pub struct ProbePlan {
 #[derive(Clone, Debug, PartialEq)]
 struct Item {
     name: String,
+    /// Where notes about it go: `name`, `return`, or `after.name`.
+    path: String,
+    /// A parameter's pointee read again at return.
+    after: bool,
     ty: TypeId,
     /// The value's bytes, in order.
     segs: Vec<Seg>,
@@ -226,6 +239,8 @@ pub struct DecodedReturn {
     pub unavailable: Vec<(String, String)>,
     /// The function returned a Rust `Err(..)`.
     pub is_error: bool,
+    /// Output parameters' pointees as they were at return (with `capture_after`).
+    pub after: Vec<(String, Value)>,
 }
 
 const NO_DEBUG_INFO: &str = "no DWARF debug info: rebuild with -g";
@@ -291,6 +306,21 @@ pub fn compile(sig: Option<&Signature>, elf_data: &[u8], limits: &PlanLimits) ->
         let pieces = return_pieces(&sig.types, ty, sig.language);
         ret.add_item("return".to_owned(), ty, pieces);
     }
+    if limits.capture_after {
+        for (i, param) in sig.params.iter().enumerate() {
+            if entry.plan.saves.len() >= MAX_SAVES {
+                break;
+            }
+            if !is_output(&sig.types, param, sig.language) {
+                continue;
+            }
+            if let Some(Word::Source(source, 0)) = entry.word(Buf::Item(i), 0) {
+                let slot = entry.plan.saves.len() as u8;
+                entry.plan.saves.push(source);
+                ret.add_after(&param.name, param.ty, slot);
+            }
+        }
+    }
     let returns_result = sig.ret.is_some_and(|t| {
         let name = &sig.types.get(t).name;
         sig.language == Language::Rust
@@ -310,6 +340,28 @@ pub fn compile(sig: Option<&Signature>, elf_data: &[u8], limits: &PlanLimits) ->
         returns_result,
         limits,
     }
+}
+
+/// Words one entry probe can keep for its return probe.
+pub const MAX_SAVES: usize = 4;
+
+/// A pointer or reference to something the function may write: not to `const`.
+fn is_output(types: &Types, param: &crate::dwarf::Param, lang: Language) -> bool {
+    let TypeKind::Pointer { pointee, .. } = types.get(param.ty).kind else {
+        return false;
+    };
+    if types.size(pointee).unwrap_or(0) == 0 && !types.is_c_string(param.ty) {
+        return false;
+    }
+    let written = param.type_name.as_str();
+    if lang == Language::Rust {
+        return written.starts_with("&mut ") || written.starts_with("*mut ");
+    }
+    // `const T *` and `T const *` point to const; `T *const` is a const pointer to T.
+    let last = written.rfind(['*', '&']).unwrap_or(written.len());
+    !written[..last]
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .any(|w| w == "const")
 }
 
 /// Where each parameter is at `pc`.
@@ -548,7 +600,29 @@ impl<'a> Planner<'a> {
                 },
             });
         }
-        self.plan.items.push(Item { name, ty, segs });
+        let path = name.clone();
+        self.plan.items.push(Item {
+            name,
+            path,
+            after: false,
+            ty,
+            segs,
+        });
+    }
+
+    /// A parameter read again at return through the pointer the entry probe saved in `slot`.
+    fn add_after(&mut self, name: &str, ty: TypeId, slot: u8) {
+        let segs = match self.push(FetchKind::Saved { slot }, Source::Reg(0), 0, 8, None) {
+            Ok(fetch) => vec![Seg::Fetched { fetch, size: 8 }],
+            Err(reason) => vec![Seg::Missing { size: 8, reason }],
+        };
+        self.plan.items.push(Item {
+            name: name.to_owned(),
+            path: format!("after.{name}"),
+            after: true,
+            ty,
+            segs,
+        });
     }
 
     /// Plans the reads behind pointers, once every value's own bytes are planned: those
@@ -935,14 +1009,18 @@ impl FunctionPlan {
                 .push(("return".to_owned(), NO_DEBUG_INFO.to_owned()));
             return out;
         }
-        if self.returns_void {
-            return out;
-        }
         let mut decoder = self.decoder(&self.ret, regs, fetched);
-        match self.ret.items.first() {
-            Some(item) => out.value = decoder.item(0, item),
-            // A zero-sized return type (`()`-like).
-            None => out.value = Some(Value::Null),
+        if !self.returns_void {
+            // A zero-sized return type (`()`-like) has nothing to read.
+            out.value = Some(Value::Null);
+        }
+        for (i, item) in self.ret.items.iter().enumerate() {
+            let value = decoder.item(i, item);
+            match (item.after, value) {
+                (false, value) => out.value = value,
+                (true, Some(value)) => out.after.push((item.name.clone(), value)),
+                (true, None) => {}
+            }
         }
         out.unavailable = decoder.unavailable;
         out.is_error = self.returns_result
@@ -988,7 +1066,11 @@ impl FunctionPlan {
 
     /// What the return probe will capture, as for [`Self::describe_entry`].
     pub fn describe_return(&self) -> Option<Result<String, String>> {
-        self.ret.items.first().map(|item| describe_segs(&item.segs))
+        self.ret
+            .items
+            .iter()
+            .find(|item| !item.after)
+            .map(|item| describe_segs(&item.segs))
     }
 }
 
@@ -1104,10 +1186,10 @@ impl Decoder<'_> {
         if size > 0
             && let Some(reason) = whole_gap(&view, size)
         {
-            self.note(&item.name, reason);
+            self.note(&item.path, reason);
             return None;
         }
-        self.value(item.ty, Buf::Item(index), &view, 0, &item.name, 0)
+        self.value(item.ty, Buf::Item(index), &view, 0, &item.path, 0)
     }
 
     /// Decodes the value of type `ty` at `view[at..]`; `None` when it is unavailable (the

@@ -187,3 +187,41 @@ fn aggregates_returned_in_registers_and_memory() {
         )]))
     );
 }
+
+#[test]
+fn output_parameters_are_read_again_at_return() {
+    let limits = PlanLimits {
+        capture_after: true,
+        ..PlanLimits::default()
+    };
+    let plan = shapes_plan("bump", &limits);
+    let pair = |a: i32, b: i64| {
+        let mut v = vec![0u8; 16];
+        v[..4].copy_from_slice(&a.to_le_bytes());
+        v[8..].copy_from_slice(&b.to_le_bytes());
+        v
+    };
+    let entry = Machine::default()
+        .arg(0, 0x1000)
+        .memory(0x1000, &pair(1, 2));
+    let saved = entry.saves(&plan);
+    assert_eq!(saved, [0x1000]);
+    // At return the registers are gone; the pointer comes from the saved word.
+    let mut at_return = Machine::default().memory(0x1000, &pair(2, 3));
+    at_return.saved = saved;
+    let r = at_return.decode_return(&plan);
+    assert_eq!(r.value, None, "bump returns void");
+    assert_eq!(
+        r.after
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_json()))
+            .collect::<Vec<_>>(),
+        [("p", json!({"a": 2, "b": 3}))]
+    );
+    // Without the entry's word (its event was sampled out or lost) nothing is guessed.
+    let r = Machine::default().decode_return(&plan);
+    assert_eq!((r.after.len(), r.unavailable.len()), (0, 1));
+    // Pointers to const are never outputs.
+    let plan = shapes_plan("list_len", &limits);
+    assert!(plan.entry.saves.is_empty());
+}

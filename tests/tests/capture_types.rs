@@ -334,3 +334,87 @@ fn cpp_types_at_o0() {
 fn cpp_types_at_o2() {
     cpp_types(Opt::O2, "cpp_types_at_o2");
 }
+
+/// `attach --after`: output parameters are read again at return.
+fn after_values(opt: Opt, test: &str) {
+    if !bpf_available(test) {
+        return;
+    }
+    let dir = scratch(test);
+    let mut dbs = Vec::new();
+    for (program, functions) in [
+        (
+            build_c("shapes", opt),
+            vec!["fill_label", "bump", "list_len"],
+        ),
+        (
+            chronicle_tests::build_rust("kinds", opt),
+            vec!["kinds::restock"],
+        ),
+    ] {
+        let service = Running::start(&program, &["--interval-ms", "5"]);
+        let db = dir.join(format!(
+            "{}.db",
+            program.file_name().unwrap().to_string_lossy()
+        ));
+        let pid = service.pid().to_string();
+        let db_arg = db.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "attach",
+            "--after",
+            "--pid",
+            &pid,
+            "--duration",
+            "1.5",
+            "--db",
+            &db_arg,
+        ];
+        for f in &functions {
+            args.extend(["--func", f]);
+        }
+        chronicle_ok(&args);
+        drop(service);
+        dbs.push(db);
+    }
+    let after = |db: &Path, function: &str| -> Value {
+        let records = export(db, function);
+        let distinct: BTreeMap<String, Value> = records
+            .iter()
+            .map(|r| {
+                let v = json!({"args": r["args"], "after": r["after"], "unavailable": r["unavailable"],
+                               "replayable": r["replayable"]});
+                (v.to_string(), v)
+            })
+            .collect();
+        assert_eq!(distinct.len(), 1, "{function}: {distinct:#?}");
+        distinct.into_values().next().unwrap()
+    };
+    assert_eq!(
+        after(&dbs[0], "fill_label"),
+        json!({"args": {"buf": "", "len": 16, "prefix": "ord"}, "after": {"buf": "ord-42"},
+               "unavailable": {}, "replayable": true})
+    );
+    assert_eq!(
+        after(&dbs[0], "bump"),
+        json!({"args": {"p": {"a": 1, "b": 2}}, "after": {"p": {"a": 2, "b": 3}},
+               "unavailable": {}, "replayable": true})
+    );
+    // Pointers to const are inputs only.
+    assert_eq!(after(&dbs[0], "list_len")["after"], Value::Null);
+    assert_eq!(
+        after(&dbs[1], "kinds::restock"),
+        json!({"args": {"item": {"sku": "D-4", "qty": 1, "price_cents": 5}, "to": 10},
+               "after": {"item": {"sku": "D-4-R", "qty": 10, "price_cents": 5}},
+               "unavailable": {}, "replayable": true})
+    );
+}
+
+#[test]
+fn after_values_at_o0() {
+    after_values(Opt::O0, "after_values_at_o0");
+}
+
+#[test]
+fn after_values_at_o2() {
+    after_values(Opt::O2, "after_values_at_o2");
+}

@@ -17,18 +17,21 @@ use crate::time;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 /// Never edit one that has landed: append a new file.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/sqlite/0002_after_values.sql"),
+];
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INSERT: &str = "INSERT INTO records \
     (function, binary, build_id, pid, tid, timestamp_ns, duration_ns, status, args, ret, \
-     unavailable, replayable) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+     unavailable, replayable, after_values) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 const SELECT: &str = "SELECT id, function, binary, build_id, pid, tid, timestamp_ns, \
-    duration_ns, status, args, ret, unavailable FROM records";
+    duration_ns, status, args, ret, unavailable, after_values FROM records";
 
 /// A SQLite file holding call records.
 #[derive(Debug)]
@@ -171,6 +174,7 @@ struct Row {
     args: String,
     ret: Option<String>,
     unavailable: String,
+    after: Option<String>,
 }
 
 impl Row {
@@ -208,6 +212,14 @@ impl Row {
                 .map_err(|codec::TooDeep| too_deep("return"))?,
             unavailable: serde_json::to_string(&record.unavailable)
                 .expect("string pairs always serialize"),
+            after: if record.after.is_empty() {
+                None
+            } else {
+                Some(
+                    codec::encode_fields(&record.after)
+                        .map_err(|codec::TooDeep| too_deep("after"))?,
+                )
+            },
         })
     }
 }
@@ -235,6 +247,7 @@ fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallRecord, StorageError> {
     let args: String = row.get(9).map_err(&read)?;
     let ret: Option<String> = row.get(10).map_err(&read)?;
     let unavailable: String = row.get(11).map_err(&read)?;
+    let after: Option<String> = row.get(12).map_err(&read)?;
     Ok(CallRecord {
         id: Some(id),
         function: row.get(1).map_err(&read)?,
@@ -253,6 +266,10 @@ fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallRecord, StorageError> {
             .map_err(corrupt("ret"))?,
         unavailable: serde_json::from_str(&unavailable)
             .map_err(|e| corrupt("unavailable")(DecodeError::Json(e)))?,
+        after: match after {
+            Some(text) => codec::decode_fields(&text).map_err(corrupt("after_values"))?,
+            None => Vec::new(),
+        },
     })
 }
 
@@ -285,6 +302,7 @@ impl Storage for SqliteStorage {
                         row.ret,
                         row.unavailable,
                         record.replayable(),
+                        row.after,
                     ])
                     .map_err(&write)?;
                 ids.push(tx.last_insert_rowid());
@@ -450,11 +468,11 @@ mod tests {
         let mut records = vec![crate::storage::story::record("f", 1, 10)];
         {
             let mut storage = SqliteStorage::open(&path).unwrap();
-            assert_eq!(storage.schema_version().unwrap(), 1);
+            assert_eq!(storage.schema_version().unwrap(), MIGRATIONS.len() as u32);
             storage.insert(&mut records).unwrap();
         }
         let storage = SqliteStorage::open_existing(&path).unwrap();
-        assert_eq!(storage.schema_version().unwrap(), 1);
+        assert_eq!(storage.schema_version().unwrap(), MIGRATIONS.len() as u32);
         assert_eq!(storage.path(), path);
         assert_eq!(storage.records(&RecordQuery::default()).unwrap(), records);
         let mode: String = storage
@@ -526,6 +544,32 @@ mod tests {
     }
 
     #[test]
+    fn upgrades_a_version_1_database_keeping_its_records() {
+        let dir = TempDir::new();
+        let path = dir.path().join("chronicle.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO records (function, binary, build_id, pid, tid, timestamp_ns, \
+                 duration_ns, status, args, ret, unavailable, replayable) \
+                 VALUES ('f', '/bin/f', '', 1, 1, 0, 5, 'ok', '[]', NULL, '[]', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let storage = SqliteStorage::open(&path).unwrap();
+        assert_eq!(storage.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        let records = storage.records(&RecordQuery::default()).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (records[0].function.as_str(), records[0].after.len()),
+            ("f", 0)
+        );
+    }
+
+    #[test]
     fn newer_schema() {
         let dir = TempDir::new();
         let path = dir.path().join("chronicle.db");
@@ -537,9 +581,10 @@ mod tests {
         assert_eq!(
             SqliteStorage::open(&path).unwrap_err().to_string(),
             format!(
-                "database {} has schema version 7, newer than the 1 this chronicle knows; \
+                "database {} has schema version 7, newer than the {} this chronicle knows; \
                  upgrade chronicle",
-                path.display()
+                path.display(),
+                MIGRATIONS.len()
             )
         );
     }

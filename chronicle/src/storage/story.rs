@@ -30,6 +30,7 @@ pub(crate) fn record(function: &str, secs: i64, duration_ns: u64) -> CallRecord 
         args: vec![("id".into(), Value::UInt(7))],
         ret: Some(Value::Bool(true)),
         unavailable: vec![],
+        after: vec![],
     }
 }
 
@@ -83,6 +84,13 @@ pub(crate) fn story(storage: &mut dyn Storage) {
         "Ok".into(),
         Box::new(Value::Struct(vec![("id".into(), Value::UInt(99))])),
     ));
+    rich.after = vec![
+        ("buf".into(), s("filled")),
+        (
+            "order".into(),
+            Value::Struct(vec![("zone".into(), Value::Enum("US".into()))]),
+        ),
+    ];
     let mut failed = record(PROCESS, 1, 100);
     failed.status = Status::Error;
     failed.ret = Some(Value::Variant("Err".into(), Box::new(s("no stock"))));

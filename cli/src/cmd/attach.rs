@@ -38,6 +38,10 @@ pub struct Args {
     /// what does not fit is marked.
     #[arg(long, default_value_t = 4096, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(64..=8192))]
     pub max_serialized_size: u32,
+    /// Also read what non-const pointer parameters point to when the call returns
+    /// (stored as `after`): for functions that fill a buffer or update an object.
+    #[arg(long)]
+    pub after: bool,
     /// Ring buffer between the kernel probes and the reader, in MiB (a power of two): headroom
     /// for bursts. Events that do not fit are counted as dropped.
     #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = ring_size)]
@@ -97,6 +101,7 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         max_string: args.max_string,
         max_depth: args.max_depth,
         max_bytes: args.max_serialized_size,
+        capture_after: args.after,
         ring_buffer_bytes: args.ring_buffer_mb * 1024 * 1024,
         ..Default::default()
     };

@@ -179,6 +179,8 @@ pub fn c_program_o2() -> PathBuf {
 pub struct Machine {
     pub regs: [u64; 16],
     memory: Vec<(u64, Vec<u8>)>,
+    /// Words an entry probe saved for the return probe.
+    pub saved: Vec<u64>,
 }
 
 /// DWARF register numbers of the SysV integer argument registers.
@@ -265,6 +267,13 @@ impl Machine {
                     }
                     if ok { n as i16 } else { -14 }
                 }
+                FetchKind::Saved { slot } => match self.saved.get(usize::from(slot)) {
+                    Some(word) => {
+                        payload[dst..dst + 8].copy_from_slice(&word.to_le_bytes());
+                        8
+                    }
+                    None => -1000,
+                },
             };
             lens.push(n);
         }
@@ -287,6 +296,22 @@ impl Machine {
     pub fn decode_entry(&self, plan: &FunctionPlan) -> DecodedArgs {
         let (payload, lens) = self.run(&plan.entry);
         plan.decode_entry(&self.regs, &Self::results(&plan.entry, &payload, &lens))
+    }
+
+    /// The words the entry probe would save for the return probe.
+    pub fn saves(&self, plan: &FunctionPlan) -> Vec<u64> {
+        let (payload, _) = self.run(&plan.entry);
+        plan.entry
+            .saves
+            .iter()
+            .map(|s| match *s {
+                Source::Reg(r) => self.regs[r as usize],
+                Source::Fetched { fetch, offset } => {
+                    let at = (plan.entry.fetches[fetch].dst as u64 + offset) as usize;
+                    u64::from_le_bytes(payload[at..at + 8].try_into().unwrap())
+                }
+            })
+            .collect()
     }
 
     pub fn decode_return(&self, plan: &FunctionPlan) -> DecodedReturn {
