@@ -32,7 +32,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8, Failure> {
-    let elf = ElfFile::open(&args.binary)?;
+    // The error says what went wrong, the cause included; no chain to print after it.
+    let elf = ElfFile::open(&args.binary).map_err(|e| anyhow::anyhow!("{e}"))?;
     let limits = PlanLimits {
         max_string: args.max_string,
         ..PlanLimits::default()
