@@ -81,6 +81,8 @@ pub enum AgentError {
         #[source]
         source: crate::lower::LowerError,
     },
+    #[error("sampling rate {rate} is out of range: give a number from 0 to 1")]
+    SamplingRate { rate: f64 },
     #[error("no --func given: name at least one function to trace")]
     NoFunctions,
     #[error("too many probes ({count}); the limit is {limit}")]

@@ -56,6 +56,9 @@ pub struct AttachOptions {
     pub max_depth: u8,
     /// Read non-const pointer parameters' pointees again at return (`after` values).
     pub capture_after: bool,
+    /// In-kernel sampling: keep each call with this probability (see
+    /// [`Session::set_sampling_rate`]).
+    pub sampling_rate: f64,
     /// The kernel wakes the reader once this many bytes are pending (batched wake-ups).
     pub wakeup_bytes: u64,
     /// The reader drains the ring buffer at least this often.
@@ -73,6 +76,7 @@ impl Default for AttachOptions {
             max_bytes: 4096,
             max_depth: 3,
             capture_after: false,
+            sampling_rate: 1.0,
             wakeup_bytes: 256 * 1024,
             drain_interval: Duration::from_millis(10),
             ring_buffer_bytes: 64 * 1024 * 1024,
@@ -111,8 +115,10 @@ pub struct FunctionStats {
     pub unwound: u64,
     /// Events the kernel could not write because the ring buffer was full.
     pub dropped: u64,
-    /// Memory reads that failed (the value is marked unavailable, not lost).
+    /// Values the decoder marked as unreadable memory (the value is marked, not lost).
     pub fetch_errors: u64,
+    /// Calls left out by in-kernel sampling (not drops: nothing was lost by accident).
+    pub sampled_out: u64,
     /// Returns whose entry was never seen (tracing began mid-call, or the entry was dropped).
     pub orphan_returns: u64,
 }
@@ -178,6 +184,7 @@ impl Session {
         if options.functions.is_empty() {
             return Err(AgentError::NoFunctions);
         }
+        let threshold = sample_threshold(options.sampling_rate)?;
         let limits = lower::wire_limits(
             options.max_string,
             options.max_bytes,
@@ -236,7 +243,12 @@ impl Session {
             for (index, function) in functions.iter().enumerate() {
                 for (is_return, plan) in [(false, &function.entry), (true, &function.ret)] {
                     let id = probes.len() as u32;
-                    plans.insert(id, *plan, 0).map_err(load_error)?;
+                    let mut plan = *plan;
+                    if threshold != u32::MAX {
+                        plan.sample_threshold = threshold;
+                        plan.flags |= chronicle_common::flags::CHECK_SKIPPED;
+                    }
+                    plans.insert(id, plan, 0).map_err(load_error)?;
                     probes.push(Probe {
                         function: index,
                         is_return,
@@ -364,6 +376,37 @@ impl Session {
         &self.tracker.functions
     }
 
+    /// Sets the in-kernel sampling rate of every traced function: each call is kept with
+    /// probability `rate` (0 to 1) before anything is read or sent; the others cost one
+    /// random draw and are counted as sampled out. Takes effect at once.
+    pub fn set_sampling_rate(&mut self, rate: f64) -> Result<(), AgentError> {
+        let threshold = sample_threshold(rate)?;
+        let mut plans: BpfHashMap<_, u32, CapturePlan> =
+            BpfHashMap::try_from(self.ebpf.map_mut(PLANS_MAP).expect("PLANS map in object"))
+                .map_err(load_error)?;
+        // Returns learn to check for skipped calls before any entry skips one. They keep
+        // checking afterwards: calls skipped earlier may still be running.
+        for (is_return, pass) in [(true, 0), (false, 1)] {
+            for (id, probe) in self.tracker.probes.iter().enumerate() {
+                if probe.is_return != is_return {
+                    continue;
+                }
+                let id = id as u32;
+                let mut plan = plans.get(&id, 0).map_err(load_error)?;
+                if pass == 0 {
+                    if threshold == u32::MAX {
+                        continue;
+                    }
+                    plan.flags |= chronicle_common::flags::CHECK_SKIPPED;
+                } else {
+                    plan.sample_threshold = threshold;
+                }
+                plans.insert(id, plan, 0).map_err(load_error)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads events until `duration` passes, SIGINT/SIGTERM arrives (see
     /// [`sys::install_stop_handlers`]) or the target exits. Every record goes to `sink`;
     /// `on_tick` is called about every `tick` with the current counts.
@@ -444,7 +487,7 @@ impl Session {
         for stats in &mut tracker.stats {
             stats.calls = 0;
             stats.dropped = 0;
-            stats.fetch_errors = 0;
+            stats.sampled_out = 0;
         }
         for (id, probe) in tracker.probes.iter().enumerate() {
             let Ok(per_cpu) = counters.get(&(id as u32), 0) else {
@@ -456,7 +499,7 @@ impl Session {
                     stats.calls += c.hits;
                 }
                 stats.dropped += c.ringbuf_full;
-                stats.fetch_errors += c.fetch_errors;
+                stats.sampled_out += c.sampled_out;
             }
         }
     }
@@ -564,6 +607,12 @@ impl Tracker {
         let wall_ns = (open.ktime_ns as i128 + self.clock_offset_ns).max(0) as u64;
         let mut unavailable = open.data.unavailable;
         unavailable.extend(ret.unavailable);
+        // Kernel read failures include reads of inactive enum variants, which the decoder
+        // ignores; count what the record actually lacks.
+        stats.fetch_errors += unavailable
+            .iter()
+            .filter(|(_, why)| why.starts_with("unreadable memory"))
+            .count() as u64;
         CallRecord {
             id: None,
             function: function.name.clone(),
@@ -631,6 +680,19 @@ fn find_program(program: &std::ffi::OsStr) -> Result<PathBuf, AgentError> {
         .find(|candidate| candidate.is_file())
         .and_then(|p| std::fs::canonicalize(p).ok())
         .ok_or_else(not_found)
+}
+
+/// The entry plans' threshold for a sampling rate: a call is kept when a uniform random u32
+/// is below it; `u32::MAX` keeps every call without drawing.
+fn sample_threshold(rate: f64) -> Result<u32, AgentError> {
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(AgentError::SamplingRate { rate });
+    }
+    Ok(if rate >= 1.0 {
+        u32::MAX
+    } else {
+        (rate * 4_294_967_296.0) as u32
+    })
 }
 
 #[derive(Default)]

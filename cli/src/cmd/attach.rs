@@ -42,6 +42,10 @@ pub struct Args {
     /// (stored as `after`): for functions that fill a buffer or update an object.
     #[arg(long)]
     pub after: bool,
+    /// Keep each call with this probability (0 to 1), decided in the kernel before anything
+    /// is read: unsampled calls cost almost nothing and are counted as sampled out.
+    #[arg(long, default_value_t = 1.0, value_name = "RATE", value_parser = rate)]
+    pub sampling_rate: f64,
     /// Ring buffer between the kernel probes and the reader, in MiB (a power of two): headroom
     /// for bursts. Events that do not fit are counted as dropped.
     #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = ring_size)]
@@ -102,6 +106,7 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         max_depth: args.max_depth,
         max_bytes: args.max_serialized_size,
         capture_after: args.after,
+        sampling_rate: args.sampling_rate,
         ring_buffer_bytes: args.ring_buffer_mb * 1024 * 1024,
         ..Default::default()
     };
@@ -185,14 +190,14 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     )?;
     writeln!(
         err,
-        "{:<40} {:>10} {:>10} {:>9} {:>9} {:>12}",
-        "function", "calls", "stored", "unwound", "dropped", "fetch errors"
+        "{:<40} {:>10} {:>10} {:>11} {:>9} {:>9} {:>12}",
+        "function", "calls", "stored", "sampled out", "unwound", "dropped", "fetch errors"
     )?;
     for f in &summary.functions {
         writeln!(
             err,
-            "{:<40} {:>10} {:>10} {:>9} {:>9} {:>12}",
-            f.name, f.calls, f.records, f.unwound, f.dropped, f.fetch_errors
+            "{:<40} {:>10} {:>10} {:>11} {:>9} {:>9} {:>12}",
+            f.name, f.calls, f.records, f.sampled_out, f.unwound, f.dropped, f.fetch_errors
         )?;
         if f.orphan_returns > 0 {
             writeln!(
@@ -223,6 +228,13 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         )?;
     }
     Ok(crate::exit::OK)
+}
+
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("expected a number from 0 to 1, got `{text}`")),
+    }
 }
 
 fn ring_size(text: &str) -> Result<u32, String> {
