@@ -4,8 +4,12 @@
 //! the [`writer`] that feeds them off the capture path, the [`export`] format, and the
 //! [`time`] formatting they share.
 
+pub mod config;
 pub mod export;
+pub mod limits;
 pub mod record;
+pub mod redact;
+pub mod sampling;
 pub mod storage;
 pub mod time;
 pub mod writer;

@@ -31,3 +31,10 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A plain record of `function`: one argument, `ok`, returned `true` after 1 µs.
+pub(crate) fn record(function: &str) -> crate::CallRecord {
+    let mut r = crate::storage::story::record(function, 0, 1_000);
+    r.args = vec![("id".into(), crate::Value::UInt(7))];
+    r
+}
