@@ -12,5 +12,7 @@ pub mod writer;
 
 #[cfg(test)]
 mod test_util;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use record::{CallRecord, Status, Value};
