@@ -212,6 +212,12 @@ impl PostgresStorage {
     }
 }
 
+/// `dsn` as it is safe to print: `postgres://USER@HOST:PORT/DATABASE`, without the password
+/// or any other setting; `None` when `dsn` does not parse.
+pub fn display_dsn(dsn: &str) -> Option<String> {
+    dsn.parse().ok().map(|config| location(&config))
+}
+
 fn connect(config: &Config) -> Result<Client, PostgresError> {
     config
         .connect(NoTls)
@@ -684,6 +690,24 @@ mod tests {
             error.starts_with("cannot connect to PostgreSQL at 127.0.0.1:1 (user u): "),
             "{error}"
         );
+    }
+
+    #[test]
+    fn dsns_display_without_their_password() {
+        for (dsn, expect) in [
+            (
+                "postgres://rec:s3cret@db.example:6432/calls?sslmode=disable",
+                Some("postgres://rec@db.example:6432/calls"),
+            ),
+            (
+                "host=10.0.0.5 user=rec password=s3cret",
+                Some("postgres://rec@10.0.0.5:5432/rec"),
+            ),
+            ("postgresql://a:7,b:8/db", Some("postgres://a:7,b:8/db")),
+            ("postgres://u:p@h:port/db", None),
+        ] {
+            assert_eq!(display_dsn(dsn).as_deref(), expect, "{dsn}");
+        }
     }
 
     #[test]
