@@ -1,10 +1,11 @@
 //! Chronicle records what functions of a running program receive and return.
 //!
 //! This crate is the library side of it: the [`CallRecord`], the [`storage`] backends and
-//! the [`writer`] that feeds them off the capture path, the [`export`] format, and the
-//! [`time`] formatting they share.
+//! the [`writer`] that feeds them off the capture path, the [`export`] format, span export
+//! to OpenTelemetry collectors ([`otlp`]), and the [`time`] formatting they share.
 
 pub mod export;
+pub mod otlp;
 pub mod record;
 pub mod storage;
 pub mod time;
