@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
 use crate::record::{CallRecord, Status};
 
@@ -373,7 +373,7 @@ impl Exporter {
         }
         let counters = &self.shared.counters;
         let spans = batch.len() as u64;
-        let body = export_request(batch, &self.config.service_name).to_string();
+        let body = export_request(batch, &self.config.service_name);
         batch.clear();
         let mut delay = self.config.retry_delay;
         for attempt in 1..=self.config.max_attempts.max(1) {
@@ -462,23 +462,28 @@ fn rejected_spans(response: &str) -> u64 {
 }
 
 /// The OTLP/JSON `ExportTraceServiceRequest` for `records`: one resource, one scope, one span
-/// per record. This is the body the exporter POSTs.
-pub fn export_request(records: &[CallRecord], service_name: &str) -> Json {
-    json!({
-        "resourceSpans": [{
-            "resource": {
-                "attributes": [attribute("service.name", string(service_name))],
+/// per record (see the module documentation for a span's fields). This is the body the
+/// exporter POSTs.
+pub fn export_request(records: &[CallRecord], service_name: &str) -> String {
+    let request = wire::Request {
+        resource_spans: [wire::ResourceSpans {
+            resource: wire::Resource {
+                attributes: [wire::KeyValue::string("service.name", service_name)],
             },
-            "scopeSpans": [{
-                "scope": {"name": "chronicle", "version": env!("CARGO_PKG_VERSION")},
-                "spans": records.iter().map(span).collect::<Vec<_>>(),
+            scope_spans: [wire::ScopeSpans {
+                scope: wire::Scope {
+                    name: "chronicle",
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+                spans: records.iter().map(span).collect(),
             }],
         }],
-    })
+    };
+    serde_json::to_string(&request).expect("OTLP wire types always serialize")
 }
 
-/// One record as an OTLP/JSON span (see the module documentation for its fields).
-pub fn span(record: &CallRecord) -> Json {
+fn span(record: &CallRecord) -> wire::Span<'_> {
+    use wire::KeyValue;
     // OTLP times are unsigned; a call before 1970 (a clock gone wrong) starts at the epoch.
     let start = record
         .timestamp
@@ -486,44 +491,38 @@ pub fn span(record: &CallRecord) -> Json {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let end = start.saturating_add(record.duration_ns.unwrap_or(0));
     let (trace_id, span_id) = ids(record, start);
-    let mut attributes = vec![
-        attribute("code.function", string(&record.function)),
-        attribute("chronicle.binary", string(&record.binary)),
-        attribute("chronicle.build_id", string(&record.build_id)),
-        attribute("process.pid", int(i64::from(record.pid))),
-        attribute("thread.id", int(i64::from(record.tid))),
-        attribute("chronicle.status", string(record.status.as_str())),
-    ];
+    let mut attributes = Vec::with_capacity(
+        8 + record.args.len() + record.unavailable.len() + usize::from(record.ret.is_some()),
+    );
+    attributes.extend([
+        KeyValue::string("code.function", &record.function),
+        KeyValue::string("chronicle.binary", &record.binary),
+        KeyValue::string("chronicle.build_id", &record.build_id),
+        KeyValue::int("process.pid", i64::from(record.pid)),
+        KeyValue::int("thread.id", i64::from(record.tid)),
+        KeyValue::string("chronicle.status", record.status.as_str()),
+    ]);
     if let Some(id) = record.id {
-        attributes.push(attribute("chronicle.record_id", int(id)));
+        attributes.push(KeyValue::int("chronicle.record_id", id));
     }
     for (name, value) in &record.args {
-        attributes.push(attribute(
-            &format!("chronicle.arg.{name}"),
-            string(&value.to_json().to_string()),
+        attributes.push(KeyValue::string(
+            format!("chronicle.arg.{name}"),
+            value.to_json().to_string(),
         ));
     }
     if let Some(ret) = &record.ret {
-        attributes.push(attribute(
+        attributes.push(KeyValue::string(
             "chronicle.return",
-            string(&ret.to_json().to_string()),
+            ret.to_json().to_string(),
         ));
     }
     for (name, reason) in &record.unavailable {
-        attributes.push(attribute(
-            &format!("chronicle.unavailable.{name}"),
-            string(reason),
+        attributes.push(KeyValue::string(
+            format!("chronicle.unavailable.{name}"),
+            reason.as_str(),
         ));
     }
-    let mut span = json!({
-        "traceId": hex(&trace_id),
-        "spanId": hex(&span_id),
-        "name": record.function,
-        "kind": SPAN_KIND_INTERNAL,
-        "startTimeUnixNano": start.to_string(),
-        "endTimeUnixNano": end.to_string(),
-        "attributes": attributes,
-    });
     let message = match record.status {
         Status::Ok => None,
         Status::Error => Some(match &record.ret {
@@ -537,23 +536,111 @@ pub fn span(record: &CallRecord) -> Json {
             },
         ),
     };
-    if let Some(message) = message {
-        span["status"] = json!({"code": STATUS_CODE_ERROR, "message": message});
+    wire::Span {
+        trace_id: hex(&trace_id),
+        span_id: hex(&span_id),
+        name: &record.function,
+        kind: SPAN_KIND_INTERNAL,
+        start_time_unix_nano: start.to_string(),
+        end_time_unix_nano: end.to_string(),
+        attributes,
+        status: message.map(|message| wire::SpanStatus {
+            code: STATUS_CODE_ERROR,
+            message,
+        }),
     }
-    span
 }
 
-fn attribute(key: &str, value: Json) -> Json {
-    json!({"key": key, "value": value})
-}
+/// The OTLP/JSON shapes the exporter writes, serialized straight from the records' fields:
+/// a `serde_json::Value` tree per span cost most of the exporter's time.
+mod wire {
+    use std::borrow::Cow;
 
-fn string(text: &str) -> Json {
-    json!({ "stringValue": text })
-}
+    use serde::Serialize;
 
-/// OTLP/JSON writes 64-bit integers as decimal strings.
-fn int(n: i64) -> Json {
-    json!({ "intValue": n.to_string() })
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(super) struct Request<'a> {
+        pub(super) resource_spans: [ResourceSpans<'a>; 1],
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(super) struct ResourceSpans<'a> {
+        pub(super) resource: Resource<'a>,
+        pub(super) scope_spans: [ScopeSpans<'a>; 1],
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Resource<'a> {
+        pub(super) attributes: [KeyValue<'a>; 1],
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct ScopeSpans<'a> {
+        pub(super) scope: Scope,
+        pub(super) spans: Vec<Span<'a>>,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Scope {
+        pub(super) name: &'static str,
+        pub(super) version: &'static str,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(super) struct Span<'a> {
+        /// Hex, as OTLP/JSON writes ids (not base64, as protobuf's JSON mapping would).
+        pub(super) trace_id: String,
+        pub(super) span_id: String,
+        pub(super) name: &'a str,
+        pub(super) kind: u32,
+        /// 64-bit integers are decimal strings in OTLP/JSON.
+        pub(super) start_time_unix_nano: String,
+        pub(super) end_time_unix_nano: String,
+        pub(super) attributes: Vec<KeyValue<'a>>,
+        /// Absent (unset) for calls that returned normally.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) status: Option<SpanStatus>,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct SpanStatus {
+        pub(super) code: u32,
+        pub(super) message: String,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct KeyValue<'a> {
+        key: Cow<'a, str>,
+        value: AnyValue<'a>,
+    }
+
+    impl<'a> KeyValue<'a> {
+        pub(super) fn string(key: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) -> Self {
+            KeyValue {
+                key: key.into(),
+                value: AnyValue::String(value.into()),
+            }
+        }
+
+        pub(super) fn int(key: impl Into<Cow<'a, str>>, value: i64) -> Self {
+            KeyValue {
+                key: key.into(),
+                value: AnyValue::Int(value.to_string()),
+            }
+        }
+    }
+
+    /// Serialized as `{"stringValue": ...}` or `{"intValue": "..."}`.
+    #[derive(Serialize)]
+    enum AnyValue<'a> {
+        #[serde(rename = "stringValue")]
+        String(Cow<'a, str>),
+        #[serde(rename = "intValue")]
+        Int(String),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
