@@ -43,26 +43,32 @@ impl PgSchema {
             eprintln!("NOT RUN: {test} needs PostgreSQL; {how}. CI sets {REQUIRE_VAR}=1.");
             return None;
         };
+        Some(
+            PgSchema::create(&base, "chronicle_test").unwrap_or_else(|e| {
+                panic!(
+                    "{test}: cannot make a schema in the server {DSN_VAR} names: {e} ({:?})",
+                    e.as_db_error().map(|db| db.message())
+                )
+            }),
+        )
+    }
+
+    /// Creates a fresh schema named `<prefix>_<pid>_<nanos>_<n>` in the database `base`
+    /// names, whatever the environment says.
+    pub fn create(base: &str, prefix: &str) -> Result<PgSchema, postgres::Error> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let name = format!(
-            "chronicle_test_{}_{nanos}_{}",
+            "{prefix}_{}_{nanos}_{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap_or_else(|e| {
-            panic!(
-                "{test}: cannot connect to {DSN_VAR}: {e} ({:?})",
-                e.as_db_error()
-            )
-        });
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {name}; SET search_path TO {name}"))
-            .unwrap_or_else(|e| panic!("{test}: cannot create schema {name}: {e}"));
-        let dsn = with_search_path(&base, &name);
-        Some(PgSchema { admin, name, dsn })
+        let mut admin = postgres::Client::connect(base, postgres::NoTls)?;
+        admin.batch_execute(&format!("CREATE SCHEMA {name}; SET search_path TO {name}"))?;
+        let dsn = with_search_path(base, &name);
+        Ok(PgSchema { admin, name, dsn })
     }
 
     /// A DSN for the test database with `search_path` set to this schema: a store opened
