@@ -25,6 +25,9 @@ pub struct Args {
     /// Runs per condition; the median is reported.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Writer threads for `store`, each with its own connection, sharing the records.
+    #[arg(long, default_value_t = 1)]
+    pub writers: usize,
     /// Backend for `store`: `sqlite` or `postgres`.
     #[arg(long, default_value = "sqlite")]
     pub backend: String,

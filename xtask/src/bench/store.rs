@@ -1,6 +1,7 @@
 //! `cargo xtask bench store`: how many records per second a backend stores through the
 //! `Storage` trait, in batches of [`BATCH`] realistic records (the writer's batches are of
-//! this order under load).
+//! this order under load), from one writer or from several at once (`--writers`), each with
+//! its own connection, as agents on several hosts would.
 
 use std::time::{Duration, Instant};
 
@@ -39,9 +40,10 @@ pub fn run(args: &Args) -> Result<()> {
         .iter()
         .map(|r| chronicle::export::record_json(r).to_string().len())
         .sum();
+    let writers = args.writers.max(1);
     println!(
-        "store benchmark: {} backend, {} records per run ({} bytes each as export JSON) in \
-         batches of {BATCH}, median of {} runs",
+        "store benchmark: {} backend, {writers} writer(s), {} records per run ({} bytes each \
+         as export JSON) in batches of {BATCH}, median of {} runs",
         args.backend,
         records.len(),
         bytes / records.len().max(1),
@@ -57,14 +59,18 @@ pub fn run(args: &Args) -> Result<()> {
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
                 }
-                let mut storage = SqliteStorage::open(&path)?;
-                timed(&mut storage, &records)?
+                drop(SqliteStorage::open(&path)?);
+                timed(writers, &records, || {
+                    Ok(Box::new(SqliteStorage::open(&path)?))
+                })?
             }
             Some(dsn) => {
                 let schema = PgSchema::create(dsn, "chronicle_bench")
                     .with_context(|| format!("making a schema in {DSN_VAR}'s database"))?;
-                let mut storage = PostgresStorage::open(schema.dsn())?;
-                timed(&mut storage, &records)?
+                drop(PostgresStorage::open(schema.dsn())?);
+                timed(writers, &records, || {
+                    Ok(Box::new(PostgresStorage::open(schema.dsn())?))
+                })?
             }
         };
         let rate = records.len() as f64 / elapsed.as_secs_f64();
@@ -76,16 +82,41 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Inserts `records` in batches; returns how long the inserts took. Checks afterwards (not
+/// Inserts `records` in batches from `writers` threads, each with a store from `open`
+/// (opened before the clock starts); returns how long the inserts took. Checks afterwards (not
 /// timed) that every record was stored.
-fn timed(storage: &mut dyn Storage, records: &[CallRecord]) -> Result<Duration> {
-    let mut batches: Vec<Vec<CallRecord>> = records.chunks(BATCH).map(<[_]>::to_vec).collect();
-    let start = Instant::now();
-    for batch in &mut batches {
-        storage.insert(batch)?;
+fn timed(
+    writers: usize,
+    records: &[CallRecord],
+    open: impl Fn() -> Result<Box<dyn Storage>>,
+) -> Result<Duration> {
+    let batches: Vec<Vec<CallRecord>> = records.chunks(BATCH).map(<[_]>::to_vec).collect();
+    // Batch i goes to writer i % writers.
+    let mut shares: Vec<Vec<Vec<CallRecord>>> = (0..writers).map(|_| Vec::new()).collect();
+    for (i, batch) in batches.into_iter().enumerate() {
+        shares[i % writers].push(batch);
     }
+    let stores = (0..writers).map(|_| open()).collect::<Result<Vec<_>>>()?;
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = stores
+            .into_iter()
+            .zip(shares)
+            .map(|(mut storage, mut share)| {
+                scope.spawn(move || -> Result<()> {
+                    for batch in &mut share {
+                        storage.insert(batch)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .try_for_each(|thread| thread.join().expect("a writer panicked"))
+    })?;
     let elapsed = start.elapsed();
-    let stored: u64 = storage.functions()?.iter().map(|f| f.calls).sum();
+    let stored: u64 = open()?.functions()?.iter().map(|f| f.calls).sum();
     ensure!(
         stored == records.len() as u64,
         "stored {stored} records of {}",
