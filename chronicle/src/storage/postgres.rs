@@ -2,9 +2,13 @@
 //!
 //! Each [`PostgresStorage`] holds one connection (the synchronous `postgres` client), so each
 //! writer thread opens its own. A batch goes in as one transaction: ids are taken from the
-//! `records` identity sequence first, then the rows are streamed in with binary `COPY`, which
-//! is several times faster than row-by-row `INSERT`s. Sequences never give a value twice, so
-//! ids are unique across all writers and grow with insertion order within each writer.
+//! `records` identity sequence first, then the rows are streamed in with binary `COPY`, with
+//! no round trip per row. Sequences never give a value twice, so ids are unique across all
+//! writers and grow with insertion order within each writer.
+//!
+//! When the server closes the connection (a restart, an idle timeout), the next call opens a
+//! new one. The batch that was in flight fails, and the batch writer counts it; it is not
+//! retried, since whether a commit that lost its connection went through cannot be known.
 //!
 //! The DSN is anything libpq-style the `postgres` crate parses:
 //! `postgres://USER:PASSWORD@HOST:PORT/DATABASE` or `host=... user=... dbname=...`. Tables go
@@ -376,14 +380,16 @@ impl Storage for PostgresStorage {
         let write = failed("inserting records");
         let mut client = self.connection()?;
         let mut tx = client.transaction().map_err(&write)?;
-        let count = i64::try_from(records.len()).expect("a batch fits in memory");
+        let wanted = i64::try_from(records.len()).expect("a batch fits in memory");
         let mut ids: Vec<i64> = tx
-            .query(NEXT_IDS, &[&count])
+            .query(NEXT_IDS, &[&wanted])
             .map_err(&write)?
             .iter()
             .map(|row| row.get(0))
             .collect();
-        // Each call of nextval is larger than the last; sorting makes that an order we rely on.
+        assert_eq!(ids.len(), records.len(), "one id per record");
+        // Within a session each nextval is larger than the last (other writers take the values
+        // in between); the rows may come back in any order, so sort to give them out in order.
         ids.sort_unstable();
         let sink = tx.copy_in(COPY).map_err(&write)?;
         let mut writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
