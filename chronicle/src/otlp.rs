@@ -49,7 +49,7 @@
 use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -129,7 +129,7 @@ pub struct OtlpStats {
     pub exported: u64,
     /// Spans the collector answered it rejected (an OTLP partial success).
     pub rejected: u64,
-    /// Spans not queued because the queue was full.
+    /// Spans not queued because the queue was full (or the exporter had finished).
     pub dropped_queue_full: u64,
     /// Spans in batches that still failed after every attempt, or that the collector refused
     /// outright (a 4xx other than 429).
@@ -161,10 +161,13 @@ struct Counters {
 }
 
 /// What the exporter thread and the handles share.
-#[derive(Default)]
 struct Shared {
     counters: Counters,
     last_error: Mutex<Option<String>>,
+    /// False once [`OtlpExporter::finish`] has begun. Senders queue under the read lock, so
+    /// every span queued before `finish` is ahead of its stop message in the queue: none can
+    /// slip in behind it and be lost uncounted.
+    open: RwLock<bool>,
 }
 
 impl Shared {
@@ -219,15 +222,20 @@ impl SpanSender {
     /// [`OtlpStats::dropped_queue_full`], when the queue is full or the exporter has finished.
     pub fn send(&self, record: &CallRecord) -> bool {
         let counters = &self.shared.counters;
-        match self
-            .sender
-            .try_send(Message::Record(Box::new(record.clone())))
-        {
+        let open = self.shared.open.read().unwrap_or_else(|e| e.into_inner());
+        let sent = if *open {
+            self.sender
+                .try_send(Message::Record(Box::new(record.clone())))
+                .map_err(|(TrySendError::Full(_) | TrySendError::Disconnected(_))| ())
+        } else {
+            Err(())
+        };
+        match sent {
             Ok(()) => {
                 counters.queued.fetch_add(1, Ordering::Relaxed);
                 true
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(()) => {
                 counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -247,7 +255,11 @@ impl OtlpExporter {
         let url = format!("http://{}/v1/traces", base.trim_end_matches('/'));
         // At least one slot: with none, every send would wait for the thread to take it.
         let (sender, receiver) = mpsc::sync_channel(config.queue_capacity.max(1));
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            last_error: Mutex::new(None),
+            open: RwLock::new(true),
+        });
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(config.timeout))
             .http_status_as_error(false)
@@ -292,6 +304,7 @@ impl OtlpExporter {
     /// and returns the final counts. Spans sent by other [`SpanSender`]s from now on are
     /// counted as dropped.
     pub fn finish(self) -> OtlpStats {
+        *self.shared.open.write().unwrap_or_else(|e| e.into_inner()) = false;
         // The thread may be gone (it panicked); joining tells, and the counts stand.
         let _ = self.sender.send(Message::Finish);
         drop(self.sender);
