@@ -82,7 +82,12 @@ pub enum PostgresError {
         "invalid PostgreSQL DSN ({reason}); write it as \
          postgres://USER:PASSWORD@HOST:PORT/DATABASE"
     )]
-    InvalidDsn { reason: String },
+    InvalidDsn {
+        /// What the parser objected to; never the DSN itself, which may hold a password.
+        reason: String,
+        /// The parser's error; its text is `reason`.
+        error: postgres::Error,
+    },
     /// The server could not be reached, or refused the login or the database.
     #[error(
         "cannot connect to PostgreSQL at {server}: {reason}; check that the server runs and \
@@ -172,6 +177,7 @@ impl PostgresStorage {
     fn open_with(dsn: &str, create: bool) -> Result<Self, StorageError> {
         let config: Config = dsn.parse().map_err(|error| PostgresError::InvalidDsn {
             reason: innermost(&error),
+            error,
         })?;
         Self::open_config(config, create)
     }
