@@ -1,12 +1,13 @@
 //! Chronicle records what functions of a running program receive and return.
 //!
 //! This crate is the library side of it: the [`CallRecord`], the [`storage`] backends and
-//! the [`writer`] that feeds them off the capture path, the [`export`] format, and the
-//! [`time`] formatting they share.
+//! the [`writer`] that feeds them off the capture path, the [`export`] format, span export
+//! to OpenTelemetry collectors ([`otlp`]), and the [`time`] formatting they share.
 
 pub mod config;
 pub mod export;
 pub mod limits;
+pub mod otlp;
 pub mod record;
 pub mod redact;
 pub mod sampling;
@@ -16,5 +17,7 @@ pub mod writer;
 
 #[cfg(test)]
 mod test_util;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use record::{CallRecord, Status, Value};

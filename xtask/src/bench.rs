@@ -8,18 +8,35 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::ebpf::workspace_root;
 
+mod otlp;
+mod store;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Which benchmark: `capture` (cost of tracing a hot function), `presample` (cost of a
     /// call the in-kernel sampler leaves out), `symbols` (debug info load time and peak
-    /// memory for a large binary).
+    /// memory for a large binary), `store` (records/s into a backend) or `otlp` (spans/s to
+    /// a loopback OTLP/HTTP receiver).
     pub name: String,
-    /// Calls per run.
+    /// Calls per run (`capture`).
     #[arg(long, default_value_t = 200_000)]
     pub calls: u64,
+    /// Records per run (`store`, `otlp`).
+    #[arg(long, default_value_t = 100_000)]
+    pub records: usize,
     /// Runs per condition; the median is reported.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Writer threads for `store`, each with its own connection, sharing the records.
+    #[arg(long, default_value_t = 1)]
+    pub writers: usize,
+    /// Backend for `store`: `sqlite` or `postgres`.
+    #[arg(long, default_value = "sqlite")]
+    pub backend: String,
+    /// PostgreSQL server for `store --backend postgres` (default: $CHRONICLE_TEST_PG_DSN);
+    /// each run writes into a schema of its own, dropped afterwards.
+    #[arg(long)]
+    pub dsn: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -27,8 +44,29 @@ pub fn run(args: Args) -> Result<()> {
         "capture" => capture(&args, 1.0),
         "presample" => capture(&args, 0.0),
         "symbols" => symbols(&args),
-        other => bail!("unknown benchmark `{other}`; available: capture, presample, symbols"),
+        "store" | "otlp" if cfg!(debug_assertions) => release(),
+        "store" => store::run(&args),
+        "otlp" => otlp::run(&args),
+        other => bail!(
+            "unknown benchmark `{other}`; available: capture, presample, symbols, store, otlp"
+        ),
     }
+}
+
+/// Runs this same command from an optimised build of xtask: `cargo xtask` is a debug build,
+/// and the library code these benchmarks time must be measured as users run it.
+fn release() -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(["run", "--release", "--quiet", "--package", "xtask", "--"])
+        .args(std::env::args_os().skip(1))
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo")?;
+    ensure!(
+        status.success(),
+        "the release build of the benchmark failed"
+    );
+    Ok(())
 }
 
 /// Calls/s of `hot.c`'s functions untraced and traced, ns added per call, and whether every

@@ -23,7 +23,9 @@
 
 use serde_json::{Value as Json, json};
 
-use crate::record::Value;
+use super::StorageError;
+use crate::record::{CallRecord, Status, Value};
+use crate::time;
 
 /// Values nested deeper than this cannot be stored (two JSON levels per value level, plus
 /// one for the argument list, must stay under serde_json's parse limit of 128).
@@ -59,6 +61,134 @@ pub(crate) fn decode_value(text: &str) -> Result<Value, DecodeError> {
 
 pub(crate) fn decode_fields(text: &str) -> Result<Vec<(String, Value)>, DecodeError> {
     fields_from_json(&serde_json::from_str(text)?)
+}
+
+/// The columns of a record that every backend stores encoded.
+pub(crate) struct EncodedRecord {
+    pub(crate) timestamp_ns: i64,
+    pub(crate) duration_ns: Option<i64>,
+    pub(crate) args: String,
+    pub(crate) ret: Option<String>,
+    pub(crate) unavailable: String,
+    /// `None` when the record has no `after` values.
+    pub(crate) after: Option<String>,
+}
+
+impl EncodedRecord {
+    /// Encodes `record`, or says which of its values cannot be stored.
+    pub(crate) fn encode(record: &CallRecord) -> Result<EncodedRecord, StorageError> {
+        let out_of_range = |field| StorageError::OutOfRange {
+            function: record.function.clone(),
+            field,
+        };
+        let too_deep = |name: &str| StorageError::ValueTooDeep {
+            function: record.function.clone(),
+            name: name.to_owned(),
+        };
+        let args = encode_fields(&record.args).map_err(|TooDeep| {
+            let (name, _) = record
+                .args
+                .iter()
+                .find(|(_, value)| encode_value(value).is_err())
+                .expect("the argument that is too deep");
+            too_deep(name)
+        })?;
+        Ok(EncodedRecord {
+            timestamp_ns: time::to_unix_nanos(record.timestamp)
+                .ok_or_else(|| out_of_range("timestamp"))?,
+            duration_ns: record
+                .duration_ns
+                .map(i64::try_from)
+                .transpose()
+                .map_err(|_| out_of_range("duration"))?,
+            args,
+            ret: record
+                .ret
+                .as_ref()
+                .map(encode_value)
+                .transpose()
+                .map_err(|TooDeep| too_deep("return"))?,
+            unavailable: serde_json::to_string(&record.unavailable)
+                .expect("string pairs always serialize"),
+            after: if record.after.is_empty() {
+                None
+            } else {
+                Some(encode_fields(&record.after).map_err(|TooDeep| too_deep("after"))?)
+            },
+        })
+    }
+}
+
+/// A record's columns as a backend read them, before decoding.
+pub(crate) struct StoredRecord {
+    pub(crate) id: i64,
+    pub(crate) function: String,
+    pub(crate) binary: String,
+    pub(crate) build_id: String,
+    pub(crate) pid: i64,
+    pub(crate) tid: i64,
+    pub(crate) timestamp_ns: i64,
+    pub(crate) duration_ns: Option<i64>,
+    pub(crate) status: String,
+    pub(crate) args: String,
+    pub(crate) ret: Option<String>,
+    pub(crate) unavailable: String,
+    pub(crate) after: Option<String>,
+}
+
+impl StoredRecord {
+    /// The record these columns hold, or which column cannot be read back.
+    pub(crate) fn decode(self) -> Result<CallRecord, StorageError> {
+        let id = self.id;
+        let corrupt = |column| move |source| StorageError::Corrupt { id, column, source };
+        let status = Status::parse(&self.status).ok_or_else(|| {
+            corrupt("status")(DecodeError::Unexpected {
+                expected: "ok, error or unwound",
+                found: self.status.clone(),
+            })
+        })?;
+        let duration_ns = match self.duration_ns {
+            None => None,
+            Some(ns) => Some(u64::try_from(ns).map_err(|_| {
+                corrupt("duration_ns")(DecodeError::Unexpected {
+                    expected: "a duration of zero or more",
+                    found: ns.to_string(),
+                })
+            })?),
+        };
+        let thread_id = |column, n: i64| {
+            u32::try_from(n).map_err(|_| {
+                corrupt(column)(DecodeError::Unexpected {
+                    expected: "a 32-bit process or thread id",
+                    found: n.to_string(),
+                })
+            })
+        };
+        Ok(CallRecord {
+            id: Some(id),
+            pid: thread_id("pid", self.pid)?,
+            tid: thread_id("tid", self.tid)?,
+            function: self.function,
+            binary: self.binary,
+            build_id: self.build_id,
+            timestamp: time::from_unix_nanos(self.timestamp_ns),
+            duration_ns,
+            status,
+            args: decode_fields(&self.args).map_err(corrupt("args"))?,
+            ret: self
+                .ret
+                .as_deref()
+                .map(decode_value)
+                .transpose()
+                .map_err(corrupt("ret"))?,
+            unavailable: serde_json::from_str(&self.unavailable)
+                .map_err(|e| corrupt("unavailable")(DecodeError::Json(e)))?,
+            after: match self.after.as_deref() {
+                Some(text) => decode_fields(text).map_err(corrupt("after_values"))?,
+                None => Vec::new(),
+            },
+        })
+    }
 }
 
 fn to_json(value: &Value, depth: usize) -> Result<Json, TooDeep> {

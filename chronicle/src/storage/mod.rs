@@ -1,10 +1,12 @@
-//! Where call records are kept: the [`Storage`] trait, its SQLite backend, and the helpers
-//! every backend and the CLI share (summaries, percentiles, function-name matching).
+//! Where call records are kept: the [`Storage`] trait, its SQLite and PostgreSQL backends,
+//! and the helpers every backend and the CLI share (summaries, percentiles, function-name
+//! matching).
 //!
 //! Backends store values in a lossless encoding of their own (see `codec`), never in the
 //! export format, so that what is read back is exactly what was captured.
 
 mod codec;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod story;
@@ -118,6 +120,9 @@ pub enum StorageError {
         #[source]
         source: rusqlite::Error,
     },
+    /// Opening or using a PostgreSQL store failed; see [`postgres::PostgresError`].
+    #[error(transparent)]
+    Postgres(#[from] postgres::PostgresError),
     #[error("record {id} has an unreadable `{column}` column")]
     Corrupt {
         id: i64,

@@ -10,9 +10,9 @@ use std::time::Duration;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params, params_from_iter};
 
-use super::codec::{self, DecodeError};
+use super::codec::{EncodedRecord, StoredRecord};
 use super::{FunctionSummary, RecordQuery, Storage, StorageError, percentile};
-use crate::record::{CallRecord, Status};
+use crate::record::CallRecord;
 use crate::time;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
@@ -167,110 +167,24 @@ fn sqlite(operation: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
     move |source| StorageError::Sqlite { operation, source }
 }
 
-/// A record's columns, encoded.
-struct Row {
-    timestamp_ns: i64,
-    duration_ns: Option<i64>,
-    args: String,
-    ret: Option<String>,
-    unavailable: String,
-    after: Option<String>,
-}
-
-impl Row {
-    fn encode(record: &CallRecord) -> Result<Row, StorageError> {
-        let out_of_range = |field| StorageError::OutOfRange {
-            function: record.function.clone(),
-            field,
-        };
-        let too_deep = |name: &str| StorageError::ValueTooDeep {
-            function: record.function.clone(),
-            name: name.to_owned(),
-        };
-        let args = codec::encode_fields(&record.args).map_err(|codec::TooDeep| {
-            let (name, _) = record
-                .args
-                .iter()
-                .find(|(_, value)| codec::encode_value(value).is_err())
-                .expect("the argument that is too deep");
-            too_deep(name)
-        })?;
-        Ok(Row {
-            timestamp_ns: time::to_unix_nanos(record.timestamp)
-                .ok_or_else(|| out_of_range("timestamp"))?,
-            duration_ns: record
-                .duration_ns
-                .map(i64::try_from)
-                .transpose()
-                .map_err(|_| out_of_range("duration"))?,
-            args,
-            ret: record
-                .ret
-                .as_ref()
-                .map(codec::encode_value)
-                .transpose()
-                .map_err(|codec::TooDeep| too_deep("return"))?,
-            unavailable: serde_json::to_string(&record.unavailable)
-                .expect("string pairs always serialize"),
-            after: if record.after.is_empty() {
-                None
-            } else {
-                Some(
-                    codec::encode_fields(&record.after)
-                        .map_err(|codec::TooDeep| too_deep("after"))?,
-                )
-            },
-        })
-    }
-}
-
 fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallRecord, StorageError> {
     let read = sqlite("reading records");
-    let id: i64 = row.get(0).map_err(&read)?;
-    let corrupt = |column| move |source| StorageError::Corrupt { id, column, source };
-    let status: String = row.get(8).map_err(&read)?;
-    let status = Status::parse(&status).ok_or_else(|| {
-        corrupt("status")(DecodeError::Unexpected {
-            expected: "ok, error or unwound",
-            found: status,
-        })
-    })?;
-    let duration_ns = match row.get::<_, Option<i64>>(7).map_err(&read)? {
-        None => None,
-        Some(ns) => Some(u64::try_from(ns).map_err(|_| {
-            corrupt("duration_ns")(DecodeError::Unexpected {
-                expected: "a duration of zero or more",
-                found: ns.to_string(),
-            })
-        })?),
-    };
-    let args: String = row.get(9).map_err(&read)?;
-    let ret: Option<String> = row.get(10).map_err(&read)?;
-    let unavailable: String = row.get(11).map_err(&read)?;
-    let after: Option<String> = row.get(12).map_err(&read)?;
-    Ok(CallRecord {
-        id: Some(id),
+    StoredRecord {
+        id: row.get(0).map_err(&read)?,
         function: row.get(1).map_err(&read)?,
         binary: row.get(2).map_err(&read)?,
         build_id: row.get(3).map_err(&read)?,
         pid: row.get(4).map_err(&read)?,
         tid: row.get(5).map_err(&read)?,
-        timestamp: time::from_unix_nanos(row.get(6).map_err(&read)?),
-        duration_ns,
-        status,
-        args: codec::decode_fields(&args).map_err(corrupt("args"))?,
-        ret: ret
-            .as_deref()
-            .map(codec::decode_value)
-            .transpose()
-            .map_err(corrupt("ret"))?,
-        unavailable: serde_json::from_str(&unavailable)
-            .map_err(|e| corrupt("unavailable")(DecodeError::Json(e)))?,
-        after: match after {
-            Some(text) => codec::decode_fields(&text).map_err(corrupt("after_values"))?,
-            None => Vec::new(),
-        },
-    })
+        timestamp_ns: row.get(6).map_err(&read)?,
+        duration_ns: row.get(7).map_err(&read)?,
+        status: row.get(8).map_err(&read)?,
+        args: row.get(9).map_err(&read)?,
+        ret: row.get(10).map_err(&read)?,
+        unavailable: row.get(11).map_err(&read)?,
+        after: row.get(12).map_err(&read)?,
+    }
+    .decode()
 }
 
 impl Storage for SqliteStorage {
@@ -287,7 +201,7 @@ impl Storage for SqliteStorage {
         {
             let mut insert = tx.prepare_cached(INSERT).map_err(&write)?;
             for record in records.iter() {
-                let row = Row::encode(record)?;
+                let row = EncodedRecord::encode(record)?;
                 insert
                     .execute(params![
                         record.function,
@@ -617,7 +531,7 @@ mod tests {
         let dir = TempDir::new();
         let mut storage = SqliteStorage::open(&dir.path().join("chronicle.db")).unwrap();
         let mut deep = crate::Value::Null;
-        for _ in 0..codec::MAX_DEPTH {
+        for _ in 0..super::super::codec::MAX_DEPTH {
             deep = crate::Value::Array(vec![deep]);
         }
         let mut fine = crate::storage::story::record("f", 1, 10);

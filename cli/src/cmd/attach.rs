@@ -70,7 +70,6 @@ pub fn run(_: Args) -> Result<u8, Failure> {
 
 #[cfg(target_os = "linux")]
 pub fn run(args: Args) -> Result<u8, Failure> {
-    use chronicle::storage::sqlite::SqliteStorage;
     use chronicle::writer::{BatchWriter, WriterOptions};
     use chronicle_agent::{AttachOptions, Session, StopReason, Target, sys};
 
@@ -94,9 +93,8 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             return Err(anyhow::anyhow!("give --pid PID or -- PROGRAM [ARGS...]").into());
         }
     };
-    let storage = SqliteStorage::open(&args.store.db)
-        .with_context(|| format!("opening the store {}", args.store.db.display()))?;
-    let writer = BatchWriter::spawn(Box::new(storage), WriterOptions::default());
+    let storage = super::create_store(&args.store)?;
+    let writer = BatchWriter::spawn(storage, WriterOptions::default());
     let sender = writer.sender();
 
     sys::install_stop_handlers().context("installing signal handlers")?;
@@ -186,7 +184,7 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         "chronicle: stopped after {:.1}s ({why}); {} records written to {}",
         summary.elapsed.as_secs_f64(),
         written.written,
-        args.store.db.display()
+        args.store.location()
     )?;
     writeln!(
         err,

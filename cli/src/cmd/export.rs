@@ -7,10 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use chronicle::export::export_json;
-use chronicle::storage::{RecordQuery, Storage, match_function};
+use chronicle::storage::{RecordQuery, match_function};
 
-use super::StoreArgs;
-use super::functions::open_store;
+use super::{StoreArgs, open_store};
 use crate::Failure;
 
 /// Write the recorded calls of a function to a JSON file, oldest first.
@@ -31,8 +30,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8, Failure> {
-    let storage = open_store(&args.store.db)?;
-    let reading = || format!("reading {}", args.store.db.display());
+    let storage = open_store(&args.store)?;
+    let reading = || format!("reading {}", args.store.location());
     let known = storage.function_names().with_context(reading)?;
     let function = match_function(&args.function, &known)?;
     let query = RecordQuery {

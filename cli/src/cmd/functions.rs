@@ -1,15 +1,13 @@
 //! `chronicle functions`: what has been recorded, one line per function.
 
 use std::io::Write;
-use std::path::Path;
 
 use anyhow::Context;
 use chronicle::export::function_summary_json;
-use chronicle::storage::sqlite::SqliteStorage;
-use chronicle::storage::{FunctionSummary, Storage, StorageError};
+use chronicle::storage::FunctionSummary;
 use chronicle::time::rfc3339_seconds;
 
-use super::StoreArgs;
+use super::{StoreArgs, open_store};
 use crate::Failure;
 
 /// List the recorded functions with call counts, errors, latency and build IDs.
@@ -23,10 +21,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<u8, Failure> {
-    let storage = open_store(&args.store.db)?;
+    let storage = open_store(&args.store)?;
     let summaries = storage
         .functions()
-        .with_context(|| format!("reading {}", args.store.db.display()))?;
+        .with_context(|| format!("reading {}", args.store.location()))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let array: Vec<_> = summaries.iter().map(function_summary_json).collect();
@@ -36,7 +34,7 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         writeln!(
             out,
             "no calls recorded in {}; run `chronicle attach` to record some",
-            args.store.db.display()
+            args.store.location()
         )
         .context("writing to stdout")?;
     } else {
@@ -45,18 +43,6 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     }
     out.flush().context("writing to stdout")?;
     Ok(crate::exit::OK)
-}
-
-/// Opens an existing store for reading; a missing file is a usage error, never created.
-pub(crate) fn open_store(db: &Path) -> Result<SqliteStorage, Failure> {
-    SqliteStorage::open_existing(db).map_err(|error| match error {
-        StorageError::NotFound { path } => Failure::from(anyhow::anyhow!(
-            "no chronicle database at {}; pass --db PATH or run `chronicle attach` first",
-            path.display()
-        )),
-        // Every other opening error already names the path.
-        other => Failure::from(other),
-    })
 }
 
 const BUILD_ID_CHARS: usize = 12;

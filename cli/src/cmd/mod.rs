@@ -7,10 +7,75 @@ pub mod symbols;
 
 use std::path::PathBuf;
 
+use chronicle::storage::postgres::{PostgresError, PostgresStorage, display_dsn};
+use chronicle::storage::sqlite::SqliteStorage;
+use chronicle::storage::{Storage, StorageError};
+
+use crate::Failure;
+
 /// Where the records are stored; shared by every command that reads or writes the store.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
     /// SQLite database file.
-    #[arg(long, default_value = "chronicle.db", value_name = "PATH")]
+    #[arg(
+        long,
+        default_value = "chronicle.db",
+        value_name = "PATH",
+        conflicts_with = "dsn"
+    )]
     pub db: PathBuf,
+    /// PostgreSQL database instead of a SQLite file:
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE.
+    #[arg(long, value_name = "DSN")]
+    pub dsn: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store as messages name it: the file, or the DSN without its password.
+    pub fn location(&self) -> String {
+        match &self.dsn {
+            Some(dsn) => display_dsn(dsn).unwrap_or_else(|| "the PostgreSQL database".into()),
+            None => self.db.display().to_string(),
+        }
+    }
+}
+
+/// Opens an existing store for reading. A missing SQLite file is never created, and tables
+/// are never created in a PostgreSQL database: both are usage errors.
+pub(crate) fn open_store(store: &StoreArgs) -> Result<Box<dyn Storage>, Failure> {
+    let opened = match &store.dsn {
+        Some(dsn) => PostgresStorage::open_existing(dsn).map(boxed),
+        None => SqliteStorage::open_existing(&store.db).map(boxed),
+    };
+    opened.map_err(|error| match error {
+        StorageError::NotFound { path } => Failure::from(anyhow::anyhow!(
+            "no chronicle database at {}; pass --db PATH or --dsn postgres://..., or run \
+             `chronicle attach` first",
+            path.display()
+        )),
+        other => storage_failure(other),
+    })
+}
+
+/// Opens the store for writing, creating it (its tables) when missing.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) fn create_store(store: &StoreArgs) -> Result<Box<dyn Storage>, Failure> {
+    match &store.dsn {
+        Some(dsn) => PostgresStorage::open(dsn).map(boxed),
+        None => SqliteStorage::open(&store.db).map(boxed),
+    }
+    .map_err(storage_failure)
+}
+
+fn boxed(storage: impl Storage + 'static) -> Box<dyn Storage> {
+    Box::new(storage)
+}
+
+/// A server that cannot be reached is the environment's fault; everything else (a wrong path
+/// or DSN, a newer schema) is the input's. Every message already names the store.
+fn storage_failure(error: StorageError) -> Failure {
+    match error {
+        StorageError::Postgres(PostgresError::Connect { .. }) => Failure::environment(error),
+        other => Failure::from(other),
+    }
 }
