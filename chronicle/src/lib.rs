@@ -8,6 +8,7 @@ pub mod config;
 pub mod export;
 pub mod limits;
 pub mod otlp;
+pub mod pipeline;
 pub mod record;
 pub mod redact;
 pub mod sampling;

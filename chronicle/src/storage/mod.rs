@@ -15,6 +15,7 @@ use chronicle_symbols::resolve::levenshtein;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use crate::limits::Alert;
 use crate::record::{CallRecord, Status};
 
 pub use codec::DecodeError;
@@ -36,6 +37,55 @@ pub trait Storage: Send {
 
     /// The names of all recorded functions, sorted.
     fn function_names(&self) -> Result<Vec<String>, StorageError>;
+
+    /// Stores alerts (limits reached), in one transaction.
+    fn insert_alerts(&mut self, alerts: &[Alert]) -> Result<(), StorageError>;
+
+    /// Every stored alert, oldest first.
+    fn alerts(&self) -> Result<Vec<Alert>, StorageError>;
+
+    /// Deletes the records of calls that started before `cutoff`; returns how many.
+    fn delete_before(&mut self, cutoff: SystemTime) -> Result<u64, StorageError>;
+
+    /// Deletes all but the `keep` newest records of `function`; returns how many.
+    fn keep_newest(&mut self, function: &str, keep: u64) -> Result<u64, StorageError>;
+}
+
+/// An alert read back: `(timestamp_ns, function, kind, key, limit, message)`.
+pub(crate) fn alert_from_row(row: (i64, String, String, Option<String>, i64, String)) -> Alert {
+    let (ts, function, kind, key, limit, message) = row;
+    Alert {
+        timestamp: crate::time::from_unix_nanos(ts),
+        function,
+        // The table's CHECK constraint allows only these two.
+        kind: crate::limits::AlertKind::parse(&kind)
+            .unwrap_or(crate::limits::AlertKind::FunctionLimit),
+        key,
+        limit: u64::try_from(limit).unwrap_or(0),
+        message,
+    }
+}
+
+/// Applies retention: records older than `days` days (0: none), then all but the newest
+/// `max_per_function` of every function (0: no cap). Returns how many were deleted.
+pub fn enforce_retention(
+    storage: &mut dyn Storage,
+    days: u32,
+    max_per_function: u64,
+) -> Result<u64, StorageError> {
+    let mut deleted = 0;
+    if days > 0 {
+        let cutoff = SystemTime::now()
+            .checked_sub(std::time::Duration::from_secs(u64::from(days) * 86_400))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        deleted += storage.delete_before(cutoff)?;
+    }
+    if max_per_function > 0 {
+        for function in storage.function_names()? {
+            deleted += storage.keep_newest(&function, max_per_function)?;
+        }
+    }
+    Ok(deleted)
 }
 
 /// Which records [`Storage::records`] returns. The default matches every record.

@@ -28,6 +28,7 @@ use postgres::{Client, Config, GenericClient, NoTls};
 
 use super::codec::{EncodedRecord, StoredRecord};
 use super::{FunctionSummary, RecordQuery, Storage, StorageError, percentile};
+use crate::limits::Alert;
 use crate::record::CallRecord;
 use crate::time;
 
@@ -36,6 +37,7 @@ use crate::time;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_initial.sql"),
     include_str!("../../migrations/postgres/0002_after_values.sql"),
+    include_str!("../../migrations/postgres/0003_alerts.sql"),
 ];
 
 /// Created by [`migrate`] before the first migration, so that it can be read before any.
@@ -565,6 +567,65 @@ impl Storage for PostgresStorage {
             )
             .map_err(failed("listing functions"))?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    fn insert_alerts(&mut self, alerts: &[Alert]) -> Result<(), StorageError> {
+        let write = failed("inserting alerts");
+        let mut client = self.connection()?;
+        let mut tx = client.transaction().map_err(&write)?;
+        for a in alerts {
+            tx.execute(
+                "INSERT INTO alerts (timestamp_ns, function, kind, key, limit_value, message) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &time::to_unix_nanos(a.timestamp).unwrap_or(0),
+                    &a.function,
+                    &a.kind.as_str(),
+                    &a.key,
+                    &i64::try_from(a.limit).unwrap_or(i64::MAX),
+                    &a.message,
+                ],
+            )
+            .map_err(&write)?;
+        }
+        tx.commit().map_err(&write)
+    }
+
+    fn alerts(&self) -> Result<Vec<Alert>, StorageError> {
+        let rows = self
+            .connection()?
+            .query(
+                "SELECT timestamp_ns, function, kind, key, limit_value, message FROM alerts \
+                 ORDER BY id",
+                &[],
+            )
+            .map_err(failed("reading alerts"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                super::alert_from_row((r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            })
+            .collect())
+    }
+
+    fn delete_before(&mut self, cutoff: SystemTime) -> Result<u64, StorageError> {
+        self.connection()?
+            .execute(
+                "DELETE FROM records WHERE timestamp_ns < $1",
+                &[&time::to_unix_nanos(cutoff).unwrap_or(i64::MIN)],
+            )
+            .map_err(failed("deleting old records"))
+    }
+
+    fn keep_newest(&mut self, function: &str, keep: u64) -> Result<u64, StorageError> {
+        self.connection()?
+            .execute(
+                "DELETE FROM records WHERE function = $1 AND id NOT IN \
+                 (SELECT id FROM records WHERE function = $1 \
+                  ORDER BY timestamp_ns DESC, id DESC LIMIT $2)",
+                &[&function, &i64::try_from(keep).unwrap_or(i64::MAX)],
+            )
+            .map_err(failed("trimming records"))
     }
 }
 

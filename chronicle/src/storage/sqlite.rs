@@ -12,14 +12,17 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params, pa
 
 use super::codec::{EncodedRecord, StoredRecord};
 use super::{FunctionSummary, RecordQuery, Storage, StorageError, percentile};
+use crate::limits::Alert;
 use crate::record::CallRecord;
 use crate::time;
+use std::time::SystemTime;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 /// Never edit one that has landed: append a new file.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_after_values.sql"),
+    include_str!("../../migrations/sqlite/0003_alerts.sql"),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -360,6 +363,82 @@ impl Storage for SqliteStorage {
             .map_err(&read)?
             .collect::<Result<_, _>>()
             .map_err(&read)
+    }
+
+    fn insert_alerts(&mut self, alerts: &[Alert]) -> Result<(), StorageError> {
+        let write = sqlite("inserting alerts");
+        let tx = self.conn.transaction().map_err(&write)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO alerts (timestamp_ns, function, kind, key, limit_value, message) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(&write)?;
+            for a in alerts {
+                insert
+                    .execute(params![
+                        time::to_unix_nanos(a.timestamp).unwrap_or(0),
+                        a.function,
+                        a.kind.as_str(),
+                        a.key,
+                        i64::try_from(a.limit).unwrap_or(i64::MAX),
+                        a.message,
+                    ])
+                    .map_err(&write)?;
+            }
+        }
+        tx.commit().map_err(&write)
+    }
+
+    fn alerts(&self) -> Result<Vec<Alert>, StorageError> {
+        let read = sqlite("reading alerts");
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT timestamp_ns, function, kind, key, limit_value, message FROM alerts \
+                 ORDER BY id",
+            )
+            .map_err(&read)?;
+        let rows = select
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(&read)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&read)?;
+        Ok(rows.into_iter().map(super::alert_from_row).collect())
+    }
+
+    fn delete_before(&mut self, cutoff: SystemTime) -> Result<u64, StorageError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM records WHERE timestamp_ns < ?1",
+                params![time::to_unix_nanos(cutoff).unwrap_or(i64::MIN)],
+            )
+            .map_err(sqlite("deleting old records"))?;
+        Ok(n as u64)
+    }
+
+    fn keep_newest(&mut self, function: &str, keep: u64) -> Result<u64, StorageError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM records WHERE function = ?1 AND id NOT IN \
+                 (SELECT id FROM records WHERE function = ?1 \
+                  ORDER BY timestamp_ns DESC, id DESC LIMIT ?2)",
+                params![function, i64::try_from(keep).unwrap_or(i64::MAX)],
+            )
+            .map_err(sqlite("trimming records"))?;
+        Ok(n as u64)
     }
 }
 

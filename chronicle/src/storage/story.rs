@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use super::{FunctionSummary, RecordQuery, Storage};
+use crate::limits::{Alert, AlertKind};
 use crate::record::{CallRecord, Status, Value};
 use crate::time::from_unix_nanos;
 
@@ -302,4 +303,47 @@ pub(crate) fn story(storage: &mut dyn Storage) {
             },
         ]
     );
+
+    // Alerts round-trip in order.
+    assert_eq!(storage.alerts().unwrap(), vec![]);
+    let alerts = vec![
+        Alert {
+            timestamp: at(5),
+            function: PROCESS.into(),
+            kind: AlertKind::FunctionLimit,
+            key: None,
+            limit: 100,
+            message: "limit reached".into(),
+        },
+        Alert {
+            timestamp: at(6),
+            function: PROCESS.into(),
+            kind: AlertKind::TypeLimit,
+            key: Some("order.kind=GIFT".into()),
+            limit: u64::MAX >> 1,
+            message: "type limit reached".into(),
+        },
+    ];
+    storage.insert_alerts(&alerts).unwrap();
+    assert_eq!(storage.alerts().unwrap(), alerts);
+
+    // Retention: the newest record of each function stays, then nothing before at(2).
+    let count = |storage: &dyn Storage| storage.records(&RecordQuery::default()).unwrap().len();
+    let before = count(storage);
+    assert_eq!(
+        storage.keep_newest(PROCESS, 1).unwrap() as usize,
+        before - count(storage)
+    );
+    let process = storage.records(&query(PROCESS)).unwrap();
+    assert_eq!(process.len(), 1);
+    assert_eq!(process[0].timestamp, at(3), "the newest {PROCESS} stays");
+    assert_eq!(storage.keep_newest("no::such", 1).unwrap(), 0);
+    let deleted = storage.delete_before(at(2)).unwrap();
+    let left = storage.records(&RecordQuery::default()).unwrap();
+    assert!(left.iter().all(|r| r.timestamp >= at(2)), "{left:?}");
+    assert!(
+        deleted >= 2,
+        "legacy::clock and validate's first call are older"
+    );
+    assert_eq!(super::enforce_retention(storage, 0, 0).unwrap(), 0);
 }

@@ -1,0 +1,293 @@
+//! The pipeline every record passes through before it is stored or exported, from the eBPF
+//! agent and from `#[capture]` alike: limits → sampling → redaction.
+//!
+//! Policy is live: a [`PolicyHandle`] is shared by the pipeline and whoever changes it (the
+//! CLI, the dashboard); the pipeline reads it per record, and its generation number tells
+//! other consumers (the agent's in-kernel pre-filter) that it changed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::config::{CaptureConfig, ConfigError, SamplingStrategy};
+use crate::limits::{Alert, LimitPolicy, Limits, Verdict};
+use crate::record::CallRecord;
+use crate::redact::Redactor;
+use crate::sampling::{Decision, Rng, Sampler, SamplingPolicy};
+
+/// Everything the pipeline decides with; changed as a whole through [`PolicyHandle`].
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub sampling: SamplingPolicy,
+    pub limits: LimitPolicy,
+    /// `None` when redaction is off.
+    pub redactor: Option<Redactor>,
+    /// The configuration this policy was built from.
+    pub config: CaptureConfig,
+}
+
+impl Policy {
+    /// Builds a policy from a validated configuration.
+    pub fn from_config(config: &CaptureConfig) -> Result<Policy, ConfigError> {
+        config.validate()?;
+        let redactor = if config.redaction_enabled {
+            Some(
+                Redactor::new(
+                    &config.redaction_patterns,
+                    &config.redaction_fields,
+                    config.redaction_hash,
+                )
+                .map_err(|e| ConfigError::Invalid {
+                    field: "redaction_patterns",
+                    value: format!("{:?}", e.pattern),
+                    allowed: format!("valid regular expressions ({})", e.source),
+                })?,
+            )
+        } else {
+            None
+        };
+        Ok(Policy {
+            sampling: SamplingPolicy::from_config(config),
+            limits: LimitPolicy::from_config(config),
+            redactor,
+            config: config.clone(),
+        })
+    }
+
+    /// The rate the agent's in-kernel pre-filter should apply: the sampling rate for random
+    /// sampling with `kernel_presample`, otherwise 1 (everything reaches the pipeline).
+    pub fn kernel_rate(&self) -> f64 {
+        let c = &self.config;
+        if c.kernel_presample && c.sampling_strategy == SamplingStrategy::Random {
+            c.sampling_rate
+        } else {
+            1.0
+        }
+    }
+}
+
+/// A shared, live policy. Cloning shares it.
+#[derive(Clone, Debug)]
+pub struct PolicyHandle {
+    inner: Arc<RwLock<Arc<Policy>>>,
+    generation: Arc<AtomicU64>,
+}
+
+impl PolicyHandle {
+    pub fn new(policy: Policy) -> PolicyHandle {
+        PolicyHandle {
+            inner: Arc::new(RwLock::new(Arc::new(policy))),
+            generation: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The current policy (cheap: an `Arc` clone).
+    pub fn get(&self) -> Arc<Policy> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Incremented by every successful [`Self::update`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Changes the configuration; the new policy applies to the next record. Invalid
+    /// values are refused with the field named, and nothing changes.
+    pub fn update(&self, change: impl FnOnce(&mut CaptureConfig)) -> Result<(), ConfigError> {
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut config = guard.config.clone();
+        change(&mut config);
+        *guard = Arc::new(Policy::from_config(&config)?);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// What the pipeline did with one function's calls.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PipelineStats {
+    pub seen: u64,
+    /// Left out by sampling (in user space; the kernel's own count is the agent's).
+    pub sampled_out: u64,
+    /// Not stored because of a limit.
+    pub limited: u64,
+    pub stored: u64,
+    /// Values or matches replaced by redaction.
+    pub redacted: u64,
+}
+
+/// What became of a record.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Store (and export) this, redacted.
+    Store(CallRecord),
+    SampledOut,
+    Limited,
+}
+
+/// The pipeline state: sampler, limit counters, stats and new alerts.
+#[derive(Debug)]
+pub struct Pipeline {
+    policy: PolicyHandle,
+    sampler: Sampler,
+    limits: Limits,
+    rng: Rng,
+    stats: BTreeMap<String, PipelineStats>,
+    alerts: Vec<Alert>,
+}
+
+impl Pipeline {
+    pub fn new(policy: PolicyHandle) -> Pipeline {
+        Self::with_rng(policy, Rng::from_entropy())
+    }
+
+    /// A pipeline whose random decisions follow `rng` (tests, benchmarks).
+    pub fn with_rng(policy: PolicyHandle, rng: Rng) -> Pipeline {
+        let mut rng = rng;
+        let sampler = Sampler::new(Rng::new(rng.next_u64()));
+        Pipeline {
+            policy,
+            sampler,
+            limits: Limits::default(),
+            rng,
+            stats: BTreeMap::new(),
+            alerts: Vec::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &PolicyHandle {
+        &self.policy
+    }
+
+    /// Passes one record through limits, sampling and redaction.
+    pub fn process(&mut self, mut record: CallRecord) -> Outcome {
+        let policy = self.policy.get();
+        let stats = self.stats.entry(record.function.clone()).or_default();
+        stats.seen += 1;
+        if self
+            .limits
+            .check(&policy.limits, &record, &mut self.rng, &mut self.alerts)
+            == Verdict::Limited
+        {
+            stats.limited += 1;
+            return Outcome::Limited;
+        }
+        let mut sampling = policy.sampling.clone();
+        sampling.presampled = policy.kernel_rate() < 1.0;
+        if self.sampler.decide(&sampling, &record) == Decision::SampledOut {
+            stats.sampled_out += 1;
+            return Outcome::SampledOut;
+        }
+        self.limits.commit(&policy.limits, &record);
+        if let Some(redactor) = &policy.redactor {
+            stats.redacted += redactor.redact(&mut record);
+        }
+        if !policy.config.capture_timing {
+            record.duration_ns = None;
+        }
+        stats.stored += 1;
+        Outcome::Store(record)
+    }
+
+    /// Per-function counts so far.
+    pub fn stats(&self) -> &BTreeMap<String, PipelineStats> {
+        &self.stats
+    }
+
+    /// Alerts raised since the last call.
+    pub fn take_alerts(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.alerts)
+    }
+
+    /// Starts a limit's count again (all limits, one function's, or one type key's).
+    pub fn reset_limits(&mut self, function: Option<&str>, key: Option<&str>) {
+        self.limits.reset(function, key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Value;
+    use crate::test_util::record;
+
+    fn handle(config: CaptureConfig) -> PolicyHandle {
+        PolicyHandle::new(Policy::from_config(&config).unwrap())
+    }
+
+    #[test]
+    fn limits_then_sampling_then_redaction() {
+        let policy = handle(CaptureConfig {
+            limit_per_function: Some(2),
+            ..CaptureConfig::default()
+        });
+        let mut p = Pipeline::with_rng(policy, Rng::new(1));
+        let mut r = record("login");
+        r.args = vec![("password".into(), Value::Str("hunter2".into()))];
+        let stored: Vec<_> = (0..3)
+            .map(|_| match p.process(r.clone()) {
+                Outcome::Store(r) => Some(r.args[0].1.clone()),
+                _ => None,
+            })
+            .collect();
+        let redacted = Some(Value::Str("[REDACTED]".into()));
+        assert_eq!(stored, [redacted.clone(), redacted, None]);
+        assert_eq!(
+            p.stats()["login"],
+            PipelineStats {
+                seen: 3,
+                sampled_out: 0,
+                limited: 1,
+                stored: 2,
+                redacted: 2,
+            }
+        );
+        assert_eq!(p.take_alerts().len(), 1);
+        assert!(p.take_alerts().is_empty());
+        p.reset_limits(None, None);
+        assert!(matches!(p.process(r), Outcome::Store(_)));
+    }
+
+    #[test]
+    fn live_updates_apply_to_the_next_record_and_refuse_bad_values() {
+        let policy = handle(CaptureConfig {
+            kernel_presample: false,
+            ..CaptureConfig::default()
+        });
+        let mut p = Pipeline::with_rng(policy.clone(), Rng::new(2));
+        assert!(matches!(p.process(record("f")), Outcome::Store(_)));
+        let generation = policy.generation();
+        policy.update(|c| c.sampling_rate = 0.0).unwrap();
+        assert_eq!(policy.generation(), generation + 1);
+        assert!(matches!(p.process(record("f")), Outcome::SampledOut));
+        let err = policy.update(|c| c.sampling_rate = 2.0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sampling_rate = 2 is not allowed: a number from 0 to 1"
+        );
+        assert_eq!(policy.generation(), generation + 1);
+        assert_eq!(policy.get().config.sampling_rate, 0.0);
+    }
+
+    #[test]
+    fn kernel_presampling_is_not_repeated_in_user_space() {
+        let policy = handle(CaptureConfig {
+            sampling_rate: 0.1,
+            ..CaptureConfig::default()
+        });
+        assert_eq!(policy.get().kernel_rate(), 0.1);
+        let mut p = Pipeline::with_rng(policy.clone(), Rng::new(3));
+        let kept = (0..1000)
+            .filter(|_| matches!(p.process(record("f")), Outcome::Store(_)))
+            .count();
+        assert_eq!(kept, 1000, "what the kernel kept is all stored");
+        policy.update(|c| c.kernel_presample = false).unwrap();
+        assert_eq!(policy.get().kernel_rate(), 1.0);
+        let kept = (0..1000)
+            .filter(|_| matches!(p.process(record("f")), Outcome::Store(_)))
+            .count();
+        assert!((50..=150).contains(&kept), "kept {kept}");
+    }
+}
