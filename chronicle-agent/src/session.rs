@@ -280,6 +280,16 @@ impl Session {
         }
 
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pids are nonzero"));
+        // Both programs are verified before anything is attached, so the window between the
+        // return probes and the entry probes is only the attaching itself.
+        for name in ["chronicle_return", "chronicle_entry"] {
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .expect("probe program in object")
+                .try_into()
+                .map_err(load_error)?;
+            program.load().map_err(load_error)?;
+        }
         // Return probes first: a uretprobe only sees calls entered after it is attached, so
         // once an entry probe can fire, the return of that call is sure to be seen.
         for (name, is_return) in [("chronicle_return", true), ("chronicle_entry", false)] {
@@ -288,7 +298,6 @@ impl Session {
                 .expect("probe program in object")
                 .try_into()
                 .map_err(load_error)?;
-            program.load().map_err(load_error)?;
             for (id, probe) in probes.iter().enumerate() {
                 if probe.is_return != is_return {
                     continue;

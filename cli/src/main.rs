@@ -22,6 +22,7 @@ enum Command {
     Functions(cmd::functions::Args),
     Export(cmd::export::Args),
     Symbols(cmd::symbols::Args),
+    Cleanup(cmd::cleanup::Args),
 }
 
 /// Exit codes of the public CLI contract.
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         Command::Functions(args) => cmd::functions::run(args),
         Command::Export(args) => cmd::export::run(args),
         Command::Symbols(args) => cmd::symbols::run(args),
+        Command::Cleanup(args) => cmd::cleanup::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

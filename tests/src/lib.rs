@@ -69,6 +69,12 @@ impl Opt {
 
 /// Compiles `tests/fixtures/<name>.c` with debug info; returns the binary's path.
 pub fn build_c(name: &str, opt: Opt) -> PathBuf {
+    once(&format!("build_c:{name}:{}", opt.flag()), || {
+        build_c_uncached(name, opt)
+    })
+}
+
+fn build_c_uncached(name: &str, opt: Opt) -> PathBuf {
     let src = workspace().join("tests/fixtures").join(format!("{name}.c"));
     let out = fixture_dir().join(format!("{name}-O{}", opt.flag()));
     let tmp = unique(&out);
@@ -84,6 +90,12 @@ pub fn build_c(name: &str, opt: Opt) -> PathBuf {
 
 /// Compiles `tests/fixtures/<name>.cpp` with debug info; returns the binary's path.
 pub fn build_cpp(name: &str, opt: Opt) -> PathBuf {
+    once(&format!("build_cpp:{name}:{}", opt.flag()), || {
+        build_cpp_uncached(name, opt)
+    })
+}
+
+fn build_cpp_uncached(name: &str, opt: Opt) -> PathBuf {
     let src = workspace()
         .join("tests/fixtures")
         .join(format!("{name}.cpp"));
@@ -137,6 +149,12 @@ fn unique(out: &Path) -> PathBuf {
 
 /// Compiles `tests/fixtures/<name>.rs` with debug info; returns the binary's path.
 pub fn build_rust(name: &str, opt: Opt) -> PathBuf {
+    once(&format!("build_rust:{name}:{}", opt.flag()), || {
+        build_rust_uncached(name, opt)
+    })
+}
+
+fn build_rust_uncached(name: &str, opt: Opt) -> PathBuf {
     let src = workspace()
         .join("tests/fixtures")
         .join(format!("{name}.rs"));
@@ -160,6 +178,19 @@ pub fn build_rust(name: &str, opt: Opt) -> PathBuf {
     );
     std::fs::rename(&tmp, &out).expect("move fixture into place");
     out
+}
+
+/// Builds each fixture once per test binary: tests run in parallel, and a rebuild would
+/// replace a binary another test is running and tracing.
+fn once(key: &str, build: impl FnOnce() -> PathBuf) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(k, _)| k == key) {
+        return path.clone();
+    }
+    let path = build();
+    built.push((key.to_owned(), path.clone()));
+    path
 }
 
 fn fixture_dir() -> PathBuf {

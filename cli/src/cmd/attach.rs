@@ -3,12 +3,15 @@
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::StoreArgs;
 use crate::Failure;
+#[cfg(target_os = "linux")]
+use chronicle::config::{CaptureConfig, SamplingStrategy};
 
 /// Trace functions of a running process or a program, storing each call's arguments and return.
 #[derive(clap::Args, Debug)]
@@ -36,16 +39,24 @@ pub struct Args {
     pub max_depth: u8,
     /// Bytes of memory read per probe (all arguments together, or the return value);
     /// what does not fit is marked.
-    #[arg(long, default_value_t = 4096, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(64..=8192))]
-    pub max_serialized_size: u32,
+    /// Default: `max_serialized_size` of the config file, 4096.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(64..=8192))]
+    pub max_serialized_size: Option<u32>,
     /// Also read what non-const pointer parameters point to when the call returns
     /// (stored as `after`): for functions that fill a buffer or update an object.
     #[arg(long)]
     pub after: bool,
-    /// Keep each call with this probability (0 to 1), decided in the kernel before anything
-    /// is read: unsampled calls cost almost nothing and are counted as sampled out.
-    #[arg(long, default_value_t = 1.0, value_name = "RATE", value_parser = rate)]
-    pub sampling_rate: f64,
+    /// Settings file (chronicle.toml; keys as in the README). Default: ./chronicle.toml
+    /// when it exists. Flags override it.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Keep each call with this probability (0 to 1). With random sampling this is decided
+    /// in the kernel before anything is read, and the rest are counted as sampled out.
+    #[arg(long, value_name = "RATE", value_parser = rate)]
+    pub sampling_rate: Option<f64>,
+    /// Sampling strategy: random, clustering (novel inputs always kept) or adaptive.
+    #[arg(long, value_name = "STRATEGY")]
+    pub sampling_strategy: Option<String>,
     /// Ring buffer between the kernel probes and the reader, in MiB (a power of two): headroom
     /// for bursts. Events that do not fit are counted as dropped.
     #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = ring_size)]
@@ -70,6 +81,9 @@ pub fn run(_: Args) -> Result<u8, Failure> {
 
 #[cfg(target_os = "linux")]
 pub fn run(args: Args) -> Result<u8, Failure> {
+    use chronicle::config::StorageBackend;
+    use chronicle::otlp::{OtlpConfig, OtlpExporter};
+    use chronicle::pipeline::{Outcome, Pipeline, Policy, PolicyHandle};
     use chronicle::writer::{BatchWriter, WriterOptions};
     use chronicle_agent::{AttachOptions, Session, StopReason, Target, sys};
 
@@ -93,18 +107,48 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             return Err(anyhow::anyhow!("give --pid PID or -- PROGRAM [ARGS...]").into());
         }
     };
-    let storage = super::create_store(&args.store)?;
+    let config = load_config(&args)?;
+    let policy = PolicyHandle::new(Policy::from_config(&config)?);
+    let mut pipeline = Pipeline::new(policy.clone());
+    let mut store = args.store.clone();
+    if store.dsn.is_none() && store.db == std::path::Path::new("chronicle.db") {
+        match (config.storage_backend, &config.storage_dsn) {
+            (StorageBackend::Postgresql, Some(dsn)) => store.dsn = Some(dsn.clone()),
+            (StorageBackend::Sqlite, Some(path)) => store.db = PathBuf::from(path),
+            (StorageBackend::Postgresql, None) => {
+                return Err(anyhow::anyhow!(
+                    "storage_backend = \"postgresql\" needs storage_dsn (or pass --dsn)"
+                )
+                .into());
+            }
+            (StorageBackend::Sqlite, None) => {}
+        }
+    }
+    let storage = super::create_store(&store)?;
     let writer = BatchWriter::spawn(storage, WriterOptions::default());
     let sender = writer.sender();
+    let exporter = if config.otel_enabled {
+        let otlp = OtlpConfig {
+            endpoint: config.otel_endpoint.clone(),
+            service_name: config.otel_service_name.clone(),
+            ..OtlpConfig::default()
+        };
+        Some(OtlpExporter::spawn(otlp).context("starting the OTLP exporter")?)
+    } else {
+        None
+    };
+    let spans = exporter.as_ref().map(OtlpExporter::sender);
 
     sys::install_stop_handlers().context("installing signal handlers")?;
     let options = AttachOptions {
         functions: args.functions.clone(),
         max_string: args.max_string,
         max_depth: args.max_depth,
-        max_bytes: args.max_serialized_size,
+        max_bytes: args
+            .max_serialized_size
+            .unwrap_or(config.max_serialized_size),
         capture_after: args.after,
-        sampling_rate: args.sampling_rate,
+        sampling_rate: policy.get().kernel_rate(),
         ring_buffer_bytes: args.ring_buffer_mb * 1024 * 1024,
         ..Default::default()
     };
@@ -139,9 +183,23 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     let mut print = args.print;
     let mut not_written = 0u64;
     let mut stdout = std::io::stdout().lock();
+    let mut alerts = Vec::new();
     let mut sink = |record: chronicle::CallRecord| {
+        let record = match pipeline.process(record) {
+            Outcome::Store(record) => record,
+            Outcome::SampledOut | Outcome::Limited => {
+                for alert in pipeline.take_alerts() {
+                    eprintln!("chronicle: alert: {}", alert.message);
+                    alerts.push(alert);
+                }
+                return;
+            }
+        };
         if print && writeln!(stdout, "{}", one_line(&record)).is_err() {
             print = false;
+        }
+        if let Some(spans) = &spans {
+            spans.send(&record);
         }
         if sender.send(record).is_err() {
             not_written += 1;
@@ -166,8 +224,24 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     };
     let summary = session.run(duration, tick, &mut sink, &mut on_tick)?;
     drop(session);
+    drop(sink);
     drop(sender);
+    alerts.extend(pipeline.take_alerts());
     let written = writer.finish().context("writing the last records")?;
+    let otlp = exporter.map(OtlpExporter::finish);
+    // Alerts and retention go through a connection of their own, now that the writer is done.
+    let mut maintenance = super::create_store(&store)?;
+    if !alerts.is_empty() {
+        maintenance
+            .insert_alerts(&alerts)
+            .context("storing alerts")?;
+    }
+    let expired = chronicle::storage::enforce_retention(
+        maintenance.as_mut(),
+        config.retention_days,
+        config.max_records_per_function,
+    )
+    .context("applying retention")?;
 
     let why = match summary.reason {
         StopReason::Duration => "duration reached".to_owned(),
@@ -212,6 +286,37 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             summary.dropped()
         )?;
     }
+    for (function, p) in pipeline.stats() {
+        if p.sampled_out + p.limited + p.redacted > 0 {
+            writeln!(
+                err,
+                "  {function}: pipeline kept {} of {} (sampled out {}, over limits {}), {} values redacted",
+                p.stored, p.seen, p.sampled_out, p.limited, p.redacted
+            )?;
+        }
+    }
+    if !alerts.is_empty() {
+        writeln!(err, "chronicle: {} limit alerts stored", alerts.len())?;
+    }
+    if expired > 0 {
+        writeln!(
+            err,
+            "chronicle: retention deleted {expired} records (retention_days {}, max_records_per_function {})",
+            config.retention_days, config.max_records_per_function
+        )?;
+    }
+    if let Some(otlp) = otlp {
+        writeln!(
+            err,
+            "chronicle: OTLP: {} spans exported to {}, {} dropped{}",
+            otlp.exported,
+            config.otel_endpoint,
+            otlp.dropped(),
+            otlp.last_error
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
+        )?;
+    }
     if not_written > 0 {
         writeln!(
             err,
@@ -226,6 +331,41 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         )?;
     }
     Ok(crate::exit::OK)
+}
+
+/// The config file named by --config, or ./chronicle.toml when present, with flags applied.
+#[cfg(target_os = "linux")]
+fn load_config(args: &Args) -> Result<CaptureConfig, Failure> {
+    let default = PathBuf::from("chronicle.toml");
+    let path = match &args.config {
+        Some(path) => Some(path.clone()),
+        None => default.is_file().then_some(default),
+    };
+    let mut config = match &path {
+        Some(path) => CaptureConfig::load(path)?,
+        None => CaptureConfig::default(),
+    };
+    if let Some(rate) = args.sampling_rate {
+        config.sampling_rate = rate;
+    }
+    if let Some(strategy) = &args.sampling_strategy {
+        config.sampling_strategy = match strategy.as_str() {
+            "random" => SamplingStrategy::Random,
+            "clustering" => SamplingStrategy::Clustering,
+            "adaptive" => SamplingStrategy::Adaptive,
+            other => {
+                return Err(anyhow::anyhow!(
+                    "--sampling-strategy must be random, clustering or adaptive, got `{other}`"
+                )
+                .into());
+            }
+        };
+    }
+    if let Some(size) = args.max_serialized_size {
+        config.max_serialized_size = size;
+    }
+    config.validate()?;
+    Ok(config)
 }
 
 fn rate(text: &str) -> Result<f64, String> {

@@ -1,6 +1,7 @@
 //! One module per subcommand: each parses its arguments, calls a library, formats the result.
 
 pub mod attach;
+pub mod cleanup;
 pub mod export;
 pub mod functions;
 pub mod symbols;
