@@ -119,6 +119,9 @@ pub struct PipelineStats {
 }
 
 /// What became of a record.
+// Returned by value and matched at once; boxing the record would cost an allocation per
+// stored call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outcome {
     /// Store (and export) this, redacted.
