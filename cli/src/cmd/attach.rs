@@ -224,7 +224,6 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     };
     let summary = session.run(duration, tick, &mut sink, &mut on_tick)?;
     drop(session);
-    drop(sink);
     drop(sender);
     alerts.extend(pipeline.take_alerts());
     let written = writer.finish().context("writing the last records")?;
