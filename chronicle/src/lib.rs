@@ -4,6 +4,7 @@
 //! the [`writer`] that feeds them off the capture path, the [`export`] format, span export
 //! to OpenTelemetry collectors ([`otlp`]), and the [`time`] formatting they share.
 
+pub mod capture;
 pub mod config;
 pub mod export;
 pub mod limits;
@@ -21,4 +22,6 @@ mod test_util;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+/// Records the calls of a Rust function; see [`capture`](mod@capture) for where they go.
+pub use chronicle_macros::capture;
 pub use record::{CallRecord, Status, Value};
