@@ -165,6 +165,8 @@ pub struct Session {
     pidfd: OwnedFd,
     options: AttachOptions,
     counts_read: Instant,
+    /// Asked on every drain for a new in-kernel sampling rate (live policy).
+    rate_source: Option<Box<dyn FnMut() -> Option<f64> + Send>>,
 }
 
 /// Everything that turns events into records; apart from the ring buffer so events can be
@@ -372,6 +374,7 @@ impl Session {
             pidfd,
             options,
             counts_read: Instant::now(),
+            rate_source: None,
         })
     }
 
@@ -383,6 +386,12 @@ impl Session {
     /// The functions with probes on them.
     pub fn functions(&self) -> &[TracedFunction] {
         &self.tracker.functions
+    }
+
+    /// Follows a live policy: `source` is asked on every drain (about every 10 ms) and
+    /// returns a new in-kernel sampling rate when it changed.
+    pub fn follow_sampling_rate(&mut self, source: impl FnMut() -> Option<f64> + Send + 'static) {
+        self.rate_source = Some(Box::new(source));
     }
 
     /// Sets the in-kernel sampling rate of every traced function: each call is kept with
@@ -474,6 +483,11 @@ impl Session {
     }
 
     fn drain(&mut self, sink: &mut dyn FnMut(CallRecord)) {
+        if let Some(rate) = self.rate_source.as_mut().and_then(|source| source()) {
+            // A rate the policy accepted is always in range; a map update that fails leaves
+            // the previous rate in force, and the next change tries again.
+            let _ = self.set_sampling_rate(rate);
+        }
         // Kernel counts first (at most every 10 ms): a return dropped before these events
         // changes how an unmatched entry among them is explained.
         if self.counts_read.elapsed() >= Duration::from_millis(10) {

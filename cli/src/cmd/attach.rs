@@ -159,6 +159,16 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             Failure::from(e)
         }
     })?;
+    // Policy changes (dashboard, API) reach the in-kernel pre-filter at the next drain.
+    let live = policy.clone();
+    let mut seen = live.generation();
+    session.follow_sampling_rate(move || {
+        let now = live.generation();
+        (now != seen).then(|| {
+            seen = now;
+            live.get().kernel_rate()
+        })
+    });
     let mut err = std::io::stderr().lock();
     for f in session.functions() {
         let build = if f.build_id.is_empty() {
