@@ -445,10 +445,10 @@ impl Session {
                 wait = wait.min(d.saturating_sub(started.elapsed()));
             }
             let ready = sys::poll_readable(&[ring_fd, pid_fd], wait)?;
-            self.drain(sink);
+            self.drain(sink, Some(self.options.drain_interval));
             if ready[1] {
                 // The process is gone; its last events are already in the ring buffer.
-                self.drain(sink);
+                self.drain(sink, None);
                 break StopReason::TargetExited;
             }
             if sys::stop_requested() {
@@ -463,7 +463,7 @@ impl Session {
                 on_tick(&self.tracker.stats);
             }
         };
-        self.drain(sink);
+        self.drain(sink, None);
         for open in self.tracker.pairing.drain() {
             let reason = "tracing stopped while the call was running";
             let record = self.tracker.unwound_record(open, reason);
@@ -482,7 +482,10 @@ impl Session {
         })
     }
 
-    fn drain(&mut self, sink: &mut dyn FnMut(CallRecord)) {
+    /// Handles pending events: all of them (`budget` `None`), or until `budget` has passed,
+    /// so ticks and policy changes are not held up while the probes keep the ring full.
+    fn drain(&mut self, sink: &mut dyn FnMut(CallRecord), budget: Option<Duration>) {
+        let started = Instant::now();
         if let Some(rate) = self.rate_source.as_mut().and_then(|source| source()) {
             // A rate the policy accepted is always in range; a map update that fails leaves
             // the previous rate in force, and the next change tries again.
@@ -493,8 +496,13 @@ impl Session {
         if self.counts_read.elapsed() >= Duration::from_millis(10) {
             self.refresh_kernel_counts();
         }
+        let mut handled = 0u32;
         while let Some(item) = self.ring.next() {
             self.tracker.handle(&item, sink);
+            handled = handled.wrapping_add(1);
+            if handled.is_multiple_of(1024) && budget.is_some_and(|b| started.elapsed() >= b) {
+                break;
+            }
         }
     }
 
