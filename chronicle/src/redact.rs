@@ -46,6 +46,8 @@ const CARD_PATTERN: usize = 2;
 #[derive(Clone, Debug)]
 pub struct Redactor {
     patterns: Vec<(Regex, bool)>,
+    /// All patterns at once: most strings match none, and one scan says so.
+    any: regex::RegexSet,
     fields: Vec<String>,
     hash: bool,
 }
@@ -80,6 +82,8 @@ impl Redactor {
             })?;
             compiled.push((regex, false));
         }
+        let any = regex::RegexSet::new(compiled.iter().map(|(r, _)| r.as_str()))
+            .expect("patterns that compiled one by one compile as a set");
         let fields = DEFAULT_FIELDS
             .iter()
             .map(|f| f.to_string())
@@ -87,6 +91,7 @@ impl Redactor {
             .collect();
         Ok(Redactor {
             patterns: compiled,
+            any,
             fields,
             hash,
         })
@@ -104,13 +109,19 @@ impl Redactor {
         count
     }
 
+    /// A sensitive name, or one with a sensitive name as a `_`-separated part.
     fn sensitive(&self, name: &str) -> bool {
-        let lower = name.to_lowercase();
+        let lower: std::borrow::Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.to_ascii_lowercase().into()
+        } else {
+            name.into()
+        };
+        let bytes = lower.as_bytes();
         self.fields.iter().any(|f| {
-            lower == *f
-                || lower.starts_with(&format!("{f}_"))
-                || lower.ends_with(&format!("_{f}"))
-                || lower.contains(&format!("_{f}_"))
+            lower.match_indices(f.as_str()).any(|(i, _)| {
+                let end = i + f.len();
+                (i == 0 || bytes[i - 1] == b'_') && (end == bytes.len() || bytes[end] == b'_')
+            })
         })
     }
 
@@ -148,6 +159,9 @@ impl Redactor {
 
     /// Replaces every match in `text`; returns the number of matches replaced.
     fn text(&self, text: &mut String) -> u64 {
+        if !self.any.is_match(text) {
+            return 0;
+        }
         let mut count = 0;
         for (regex, luhn) in &self.patterns {
             if !regex.is_match(text) {

@@ -19,7 +19,8 @@
 //! `unwound`, and `always_capture_slow` calls at least `latency_threshold_ms` long.
 //! Decisions are explained ([`Decision`]) and reproducible with a fixed seed.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 
 use crate::config::SamplingStrategy;
 use crate::record::{CallRecord, Status, Value};
@@ -131,7 +132,7 @@ impl Rng {
 #[derive(Debug)]
 pub struct Sampler {
     rng: Rng,
-    clusters: HashMap<String, VecDeque<BTreeSet<String>>>,
+    clusters: HashMap<String, VecDeque<Features>>,
     rates: HashMap<String, f64>,
 }
 
@@ -228,30 +229,54 @@ impl Sampler {
     }
 }
 
+/// A call's features, each hashed to 64 bits, sorted and without duplicates.
+pub type Features = Vec<u64>;
+
 /// Jaccard similarity of two feature sets (1 when both are empty).
-pub fn similarity(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
+pub fn similarity(a: &Features, b: &Features) -> f64 {
     if a.is_empty() && b.is_empty() {
         return 1.0;
     }
-    let common = a.intersection(b).count();
+    let (mut i, mut j, mut common) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                common += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
     common as f64 / (a.len() + b.len() - common) as f64
 }
 
 /// The features of a call's arguments (see the module docs).
-pub fn features(args: &[(String, Value)]) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
+pub fn features(args: &[(String, Value)]) -> Features {
+    let mut out = Vec::new();
     for (name, value) in args {
         collect(name, value, &mut out, 0);
     }
+    out.sort_unstable();
+    out.dedup();
     out
 }
 
-fn collect(path: &str, value: &Value, out: &mut BTreeSet<String>, depth: u32) {
+fn hash(path: &str, leaf: &str) -> u64 {
+    // Fixed keys: the same features hash the same in every run.
+    let mut h = std::hash::DefaultHasher::new();
+    path.hash(&mut h);
+    leaf.hash(&mut h);
+    h.finish()
+}
+
+fn collect(path: &str, value: &Value, out: &mut Vec<u64>, depth: u32) {
     if depth > 16 || out.len() > 512 {
         return;
     }
     let mut leaf = |v: String| {
-        out.insert(format!("{path}={v}"));
+        out.push(hash(path, &v));
     };
     match value {
         Value::Null => leaf("null".into()),
@@ -269,7 +294,10 @@ fn collect(path: &str, value: &Value, out: &mut BTreeSet<String>, depth: u32) {
             }
         }
         Value::Array(items) => {
-            out.insert(format!("{path}#{}", magnitude(1, items.len() as u64)));
+            out.push(hash(
+                path,
+                &format!("#{}", magnitude(1, items.len() as u64)),
+            ));
             for v in items.iter().take(16) {
                 collect(&format!("{path}[]"), v, out, depth + 1);
             }

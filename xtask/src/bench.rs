@@ -9,14 +9,16 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::ebpf::workspace_root;
 
 mod otlp;
+mod pipeline;
 mod store;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Which benchmark: `capture` (cost of tracing a hot function), `presample` (cost of a
     /// call the in-kernel sampler leaves out), `symbols` (debug info load time and peak
-    /// memory for a large binary), `store` (records/s into a backend) or `otlp` (spans/s to
-    /// a loopback OTLP/HTTP receiver).
+    /// memory for a large binary), `store` (records/s into a backend), `otlp` (spans/s to
+    /// a loopback OTLP/HTTP receiver) or `pipeline` (records/s through sampling and
+    /// redaction, then the store).
     pub name: String,
     /// Calls per run (`capture`).
     #[arg(long, default_value_t = 200_000)]
@@ -44,11 +46,13 @@ pub fn run(args: Args) -> Result<()> {
         "capture" => capture(&args, 1.0),
         "presample" => capture(&args, 0.0),
         "symbols" => symbols(&args),
-        "store" | "otlp" if cfg!(debug_assertions) => release(),
+        "store" | "otlp" | "pipeline" if cfg!(debug_assertions) => release(),
+        "pipeline" => pipeline::run(&args),
         "store" => store::run(&args),
         "otlp" => otlp::run(&args),
         other => bail!(
-            "unknown benchmark `{other}`; available: capture, presample, symbols, store, otlp"
+            "unknown benchmark `{other}`; available: capture, presample, symbols, store, otlp, \
+             pipeline"
         ),
     }
 }
