@@ -849,7 +849,7 @@ fn prepare(
         notes.push(format!("return: not captured: {why}"));
     }
     let described = match &signature {
-        Some(sig) => describe(sig),
+        Some(sig) => sig.describe(),
         None => "no DWARF debug info: arguments will not be decoded (rebuild with -g)".to_owned(),
     };
     let entry = lower(&plan.entry, plan.entry_site.cfa).map_err(|source| AgentError::Plan {
@@ -874,20 +874,6 @@ fn prepare(
         entry,
         ret,
     })
-}
-
-fn describe(sig: &chronicle_symbols::dwarf::Signature) -> String {
-    let params: Vec<String> = sig
-        .params
-        .iter()
-        .map(|p| format!("{}: {}", p.name, p.type_name))
-        .collect();
-    let ret = sig
-        .ret_type_name
-        .as_ref()
-        .map(|t| format!(" -> {t}"))
-        .unwrap_or_default();
-    format!("{}({}){}", sig.name, params.join(", "), ret)
 }
 
 /// The same function named twice (`--func a --func a`) gets one pair of probes.

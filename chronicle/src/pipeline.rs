@@ -93,6 +93,21 @@ impl PolicyHandle {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// A source of in-kernel sampling rates for the agent to follow
+    /// (`Session::follow_sampling_rate`): it returns the policy's kernel rate each time the
+    /// policy has changed since it was last asked, and `None` otherwise.
+    pub fn kernel_rate_changes(&self) -> impl FnMut() -> Option<f64> + Send + 'static {
+        let handle = self.clone();
+        let mut seen = handle.generation();
+        move || {
+            let now = handle.generation();
+            (now != seen).then(|| {
+                seen = now;
+                handle.get().kernel_rate()
+            })
+        }
+    }
+
     /// Changes the configuration; the new policy applies to the next record. Invalid
     /// values are refused with the field named, and nothing changes.
     pub fn update(&self, change: impl FnOnce(&mut CaptureConfig)) -> Result<(), ConfigError> {
@@ -272,6 +287,19 @@ mod tests {
         );
         assert_eq!(policy.generation(), generation + 1);
         assert_eq!(policy.get().config.sampling_rate, 0.0);
+    }
+
+    #[test]
+    fn kernel_rate_changes_report_each_change_once() {
+        let policy = handle(CaptureConfig::default());
+        let mut changes = policy.kernel_rate_changes();
+        assert_eq!(changes(), None);
+        policy.update(|c| c.sampling_rate = 0.25).unwrap();
+        assert_eq!(changes(), Some(0.25));
+        assert_eq!(changes(), None);
+        // Sampling after the return leaves the kernel keeping everything.
+        policy.update(|c| c.kernel_presample = false).unwrap();
+        assert_eq!(changes(), Some(1.0));
     }
 
     #[test]

@@ -100,6 +100,23 @@ pub struct Signature {
     pub types: Types,
 }
 
+impl Signature {
+    /// `name(param: type, ...) -> type`, types as written.
+    pub fn describe(&self) -> String {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|p| format!("{}: {}", p.name, p.type_name))
+            .collect();
+        let ret = self
+            .ret_type_name
+            .as_ref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
+        format!("{}({}){ret}", self.name, params.join(", "))
+    }
+}
+
 /// A formal parameter.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Param {

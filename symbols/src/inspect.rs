@@ -82,17 +82,7 @@ pub fn inspect(elf: &ElfFile, filter: Option<&str>, limits: &PlanLimits) -> Vec<
                 });
                 return report;
             };
-            let params: Vec<String> = sig
-                .params
-                .iter()
-                .map(|p| format!("{}: {}", p.name, p.type_name))
-                .collect();
-            let ret = sig
-                .ret_type_name
-                .as_ref()
-                .map(|t| format!(" -> {t}"))
-                .unwrap_or_default();
-            report.signature = Some(format!("{}({}){ret}", sig.name, params.join(", ")));
+            report.signature = Some(sig.describe());
             report.language = Some(format!("{:?}", sig.language));
             report.inlined = sig.inlined;
             let how = |r: Result<String, String>| match r {

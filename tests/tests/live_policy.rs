@@ -28,15 +28,7 @@ fn lowering_the_rate_mid_run_reaches_the_kernel() {
         args: vec!["100000".into(), "int".into()],
     };
     let mut session = Session::attach(target, options).unwrap();
-    let live = policy.clone();
-    let mut seen = live.generation();
-    session.follow_sampling_rate(move || {
-        let now = live.generation();
-        (now != seen).then(|| {
-            seen = now;
-            live.get().kernel_rate()
-        })
-    });
+    session.follow_sampling_rate(policy.kernel_rate_changes());
     let stored = Arc::new(AtomicU64::new(0));
     let counted = stored.clone();
     let mut sink = move |_record| {

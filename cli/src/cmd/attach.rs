@@ -160,15 +160,7 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         }
     })?;
     // Policy changes (dashboard, API) reach the in-kernel pre-filter at the next drain.
-    let live = policy.clone();
-    let mut seen = live.generation();
-    session.follow_sampling_rate(move || {
-        let now = live.generation();
-        (now != seen).then(|| {
-            seen = now;
-            live.get().kernel_rate()
-        })
-    });
+    session.follow_sampling_rate(policy.kernel_rate_changes());
     let mut err = std::io::stderr().lock();
     for f in session.functions() {
         let build = if f.build_id.is_empty() {
