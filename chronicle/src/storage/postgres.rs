@@ -680,7 +680,8 @@ mod tests {
         drop(PostgresStorage::open(schema.dsn()).unwrap());
         assert_eq!(
             one_value(&storage, "SELECT COUNT(*) FROM chronicle_schema_version"),
-            1
+            MIGRATIONS.len() as i64,
+            "each migration recorded once"
         );
         // The location names the server and user, never the password.
         let config: Config = schema.dsn().parse().unwrap();
@@ -722,8 +723,8 @@ mod tests {
                 &storage,
                 "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema()"
             ),
-            2,
-            "records and chronicle_schema_version, created by open, not open_existing"
+            3,
+            "records, alerts and chronicle_schema_version, created by open, not open_existing"
         );
     }
 
