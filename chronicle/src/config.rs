@@ -167,6 +167,12 @@ pub enum ConfigError {
     },
     #[error("{}: {message}", origin)]
     Syntax { origin: String, message: String },
+    #[error("{origin}: {field}: {message}")]
+    BadValue {
+        origin: String,
+        field: String,
+        message: String,
+    },
     #[error("{}: unknown key `{key}`{}", origin, suggest(closest))]
     UnknownKey {
         origin: String,
@@ -252,11 +258,27 @@ impl CaptureConfig {
                 });
             }
         }
-        let config: CaptureConfig =
-            CaptureConfig::deserialize(table).map_err(|e| ConfigError::Syntax {
-                origin: origin.to_owned(),
-                message: e.message().to_owned(),
-            })?;
+        let config: CaptureConfig = match CaptureConfig::deserialize(table.clone()) {
+            Ok(config) => config,
+            Err(e) => {
+                // Name the key: the first one that does not deserialize on its own.
+                for (key, value) in &table {
+                    let mut single = toml::Table::new();
+                    single.insert(key.clone(), value.clone());
+                    if let Err(e) = CaptureConfig::deserialize(single) {
+                        return Err(ConfigError::BadValue {
+                            origin: origin.to_owned(),
+                            field: key.clone(),
+                            message: e.message().to_owned(),
+                        });
+                    }
+                }
+                return Err(ConfigError::Syntax {
+                    origin: origin.to_owned(),
+                    message: e.message().to_owned(),
+                });
+            }
+        };
         config.validate()?;
         Ok(config)
     }
@@ -454,8 +476,8 @@ mod tests {
         );
         assert_eq!(
             error("sampling_strategy = \"smart\""),
-            "chronicle.toml: unknown variant `smart`, expected one of `random`, `clustering`, \
-             `adaptive`"
+            "chronicle.toml: sampling_strategy: unknown variant `smart`, expected one of \
+             `random`, `clustering`, `adaptive`"
         );
         assert_eq!(
             error("redaction_patterns = ['(unclosed']"),
@@ -468,7 +490,7 @@ mod tests {
         );
         assert_eq!(
             error("retention_days = \"forever\""),
-            "chronicle.toml: invalid type: string \"forever\", expected u32"
+            "chronicle.toml: retention_days: invalid type: string \"forever\", expected u32"
         );
         assert_eq!(
             error("sampling_rate = "),
