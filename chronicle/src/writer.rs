@@ -400,6 +400,15 @@ mod tests {
     /// The methods the writer never calls, for test stores.
     macro_rules! unused_by_the_writer {
         () => {
+            fn functions(&self) -> Result<Vec<FunctionSummary>, StorageError> {
+                unreachable!()
+            }
+            fn records(&self, _: &RecordQuery) -> Result<Vec<CallRecord>, StorageError> {
+                unreachable!()
+            }
+            fn function_names(&self) -> Result<Vec<String>, StorageError> {
+                unreachable!()
+            }
             fn insert_alerts(&mut self, _: &[crate::limits::Alert]) -> Result<(), StorageError> {
                 unreachable!()
             }
@@ -432,15 +441,6 @@ mod tests {
                 Ok(())
             }
         }
-        fn functions(&self) -> Result<Vec<FunctionSummary>, StorageError> {
-            unreachable!()
-        }
-        fn records(&self, _: &RecordQuery) -> Result<Vec<CallRecord>, StorageError> {
-            unreachable!()
-        }
-        fn function_names(&self) -> Result<Vec<String>, StorageError> {
-            unreachable!()
-        }
         unused_by_the_writer!();
     }
 
@@ -471,15 +471,6 @@ mod tests {
     impl Storage for Panics {
         fn insert(&mut self, _: &mut [CallRecord]) -> Result<(), StorageError> {
             panic!("storage bug")
-        }
-        fn functions(&self) -> Result<Vec<FunctionSummary>, StorageError> {
-            unreachable!()
-        }
-        fn records(&self, _: &RecordQuery) -> Result<Vec<CallRecord>, StorageError> {
-            unreachable!()
-        }
-        fn function_names(&self) -> Result<Vec<String>, StorageError> {
-            unreachable!()
         }
         unused_by_the_writer!();
     }

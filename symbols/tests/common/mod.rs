@@ -50,44 +50,26 @@ fn build_once(cell: &'static OnceLock<PathBuf>, out: &str, build: impl FnOnce(&s
     .clone()
 }
 
+/// `orders.c` + `orders_extra.c`, with debug info and `flags`, into `out`.
+fn build_orders(out: &str, flags: &[&str]) {
+    let (a, b) = (fixture("orders.c"), fixture("orders_extra.c"));
+    let mut args = vec!["-g"];
+    args.extend_from_slice(flags);
+    args.extend(["-o", out, a.to_str().unwrap(), b.to_str().unwrap()]);
+    run("gcc", &args);
+}
+
 pub fn c_program() -> PathBuf {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
     build_once(&CELL, "orders-c", |out| {
-        let (a, b) = (fixture("orders.c"), fixture("orders_extra.c"));
-        run(
-            "gcc",
-            &[
-                "-g",
-                "-O0",
-                "-fPIE",
-                "-pie",
-                "-Wl,--build-id",
-                "-o",
-                out,
-                a.to_str().unwrap(),
-                b.to_str().unwrap(),
-            ],
-        );
+        build_orders(out, &["-O0", "-fPIE", "-pie", "-Wl,--build-id"])
     })
 }
 
 pub fn c_program_no_pie() -> PathBuf {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
     build_once(&CELL, "orders-c-nopie", |out| {
-        let (a, b) = (fixture("orders.c"), fixture("orders_extra.c"));
-        run(
-            "gcc",
-            &[
-                "-g",
-                "-O0",
-                "-fno-pie",
-                "-no-pie",
-                "-o",
-                out,
-                a.to_str().unwrap(),
-                b.to_str().unwrap(),
-            ],
-        );
+        build_orders(out, &["-O0", "-fno-pie", "-no-pie"])
     })
 }
 
@@ -157,19 +139,7 @@ pub fn open(path: &Path) -> ElfFile {
 pub fn c_program_o2() -> PathBuf {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
     build_once(&CELL, "orders-c-o2", |out| {
-        let (a, b) = (fixture("orders.c"), fixture("orders_extra.c"));
-        run(
-            "gcc",
-            &[
-                "-g",
-                "-O2",
-                "-fno-inline",
-                "-o",
-                out,
-                a.to_str().unwrap(),
-                b.to_str().unwrap(),
-            ],
-        );
+        build_orders(out, &["-O2", "-fno-inline"])
     })
 }
 
