@@ -12,6 +12,7 @@ pub mod location;
 pub mod maps;
 pub mod plan;
 pub mod resolve;
+pub mod run;
 pub mod types;
 pub mod value;
 

@@ -451,8 +451,9 @@ fn return_pieces(types: &Types, ty: TypeId, lang: Language) -> Vec<Piece> {
     }
     if lang == Language::Rust {
         // rustc returns a scalar in rax (or xmm0), a scalar pair in rax and rdx (each
-        // scalar in its own register, wherever it sits in memory), and any other value of
-        // up to 16 bytes as its memory image in rax:rdx.
+        // scalar in its own register, wherever it sits in memory), any other value of up
+        // to 8 bytes as its memory image in rax, and anything larger in memory (rustc 1.95
+        // returns a 16-byte `Result<u64, SomeEnum>` through a hidden pointer).
         let slots = scalar_slots(&leaves);
         match slots.as_slice() {
             [(0, s, float)] if *s == size || leaves.len() == 1 => {
@@ -487,7 +488,7 @@ fn return_pieces(types: &Types, ty: TypeId, lang: Language) -> Vec<Piece> {
         return if size <= 8 {
             vec![rax(size)]
         } else {
-            vec![rax(8), rdx(size - 8)]
+            in_memory()
         };
     }
     // SysV: each eightbyte is INTEGER unless all its leaves are floats (SSE). INTEGER

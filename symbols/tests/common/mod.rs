@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use chronicle_symbols::plan::{DecodedArgs, DecodedReturn, ProbePlan};
-use chronicle_symbols::{ElfFile, FetchKind, FetchResult, FunctionPlan, Source};
+use chronicle_symbols::plan::{DecodedArgs, DecodedReturn};
+use chronicle_symbols::run::Memory;
+use chronicle_symbols::{ElfFile, FunctionPlan};
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -172,121 +173,30 @@ impl Machine {
         self
     }
 
-    fn read(&self, address: u64, len: u64) -> Option<&[u8]> {
-        self.memory.iter().find_map(|(start, bytes)| {
-            let from = address.checked_sub(*start)?;
-            bytes.get(from as usize..(from + len) as usize)
-        })
-    }
-
-    /// The payload and per-fetch lengths the probe would send.
-    pub fn run(&self, plan: &ProbePlan) -> (Vec<u8>, Vec<i16>) {
-        let mut payload = vec![0u8; 8192];
-        let mut lens: Vec<i16> = Vec::new();
-        for fetch in &plan.fetches {
-            let word = |payload: &[u8], s: Source| match s {
-                Source::Reg(r) => self.regs[r as usize],
-                Source::Fetched { fetch, offset } => {
-                    let at = (plan.fetches[fetch].dst as u64 + offset) as usize;
-                    u64::from_le_bytes(payload[at..at + 8].try_into().unwrap())
-                }
-            };
-            let parent_ok = fetch.parent().is_none_or(|p| lens[p] >= 0);
-            if !parent_ok {
-                lens.push(-1000);
-                continue;
-            }
-            let base = word(&payload, fetch.base);
-            if matches!(fetch.base, Source::Fetched { .. }) && base == 0 {
-                lens.push(-1001);
-                continue;
-            }
-            let address = base.wrapping_add(fetch.offset as u64);
-            let len = match fetch.count {
-                None => u64::from(fetch.len),
-                Some((s, scale)) => (word(&payload, s).min(u64::from(fetch.len))
-                    * u64::from(scale))
-                .min(u64::from(fetch.len)),
-            };
-            let dst = fetch.dst as usize;
-            let n = match fetch.kind {
-                FetchKind::Memory => match self.read(address, len) {
-                    Some(bytes) => {
-                        payload[dst..dst + bytes.len()].copy_from_slice(bytes);
-                        len as i16
-                    }
-                    None => -14,
-                },
-                FetchKind::CString => {
-                    let mut n = 0;
-                    let mut ok = true;
-                    while n < len {
-                        match self.read(address + n, 1) {
-                            Some(b) => {
-                                payload[dst + n as usize] = b[0];
-                                n += 1;
-                                if b[0] == 0 {
-                                    break;
-                                }
-                            }
-                            None => {
-                                ok = false;
-                                break;
-                            }
-                        }
-                    }
-                    if ok { n as i16 } else { -14 }
-                }
-                FetchKind::Saved { slot } => match self.saved.get(usize::from(slot)) {
-                    Some(word) => {
-                        payload[dst..dst + 8].copy_from_slice(&word.to_le_bytes());
-                        8
-                    }
-                    None => -1000,
-                },
-            };
-            lens.push(n);
-        }
-        (payload, lens)
-    }
-
-    fn results<'a>(plan: &ProbePlan, payload: &'a [u8], lens: &[i16]) -> Vec<FetchResult<'a>> {
-        plan.fetches
-            .iter()
-            .zip(lens)
-            .map(|(f, &n)| match n {
-                -1000 => FetchResult::Skipped,
-                -1001 => FetchResult::Null,
-                n if n < 0 => FetchResult::Failed(i32::from(n)),
-                n => FetchResult::Bytes(&payload[f.dst as usize..f.dst as usize + n as usize]),
-            })
-            .collect()
-    }
-
     pub fn decode_entry(&self, plan: &FunctionPlan) -> DecodedArgs {
-        let (payload, lens) = self.run(&plan.entry);
-        plan.decode_entry(&self.regs, &Self::results(&plan.entry, &payload, &lens))
+        plan.read_entry(&self.regs, self)
     }
 
     /// The words the entry probe would save for the return probe.
     pub fn saves(&self, plan: &FunctionPlan) -> Vec<u64> {
-        let (payload, _) = self.run(&plan.entry);
-        plan.entry
-            .saves
-            .iter()
-            .map(|s| match *s {
-                Source::Reg(r) => self.regs[r as usize],
-                Source::Fetched { fetch, offset } => {
-                    let at = (plan.entry.fetches[fetch].dst as u64 + offset) as usize;
-                    u64::from_le_bytes(payload[at..at + 8].try_into().unwrap())
-                }
-            })
-            .collect()
+        plan.entry_saves(&self.regs, self)
     }
 
     pub fn decode_return(&self, plan: &FunctionPlan) -> DecodedReturn {
-        let (payload, lens) = self.run(&plan.ret);
-        plan.decode_return(&self.regs, &Self::results(&plan.ret, &payload, &lens))
+        plan.read_return(&self.regs, self, &self.saved)
+    }
+}
+
+impl Memory for Machine {
+    fn read(&self, address: u64, buf: &mut [u8]) -> usize {
+        let found = self.memory.iter().find_map(|(start, bytes)| {
+            let from = usize::try_from(address.checked_sub(*start)?).ok()?;
+            bytes.get(from..)
+        });
+        let bytes = found.unwrap_or_default();
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        n
     }
 }
 
