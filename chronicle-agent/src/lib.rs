@@ -7,7 +7,9 @@
 
 mod error;
 mod lower;
+pub mod marshal;
 pub mod pairing;
+pub mod replay;
 mod session;
 pub mod sys;
 

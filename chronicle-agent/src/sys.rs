@@ -252,3 +252,199 @@ pub fn process_exists(pid: u32) -> bool {
     let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
     alive || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
+
+// ---- ptrace: replaying calls in a child of a rebuilt binary -----------------------------
+
+/// General-purpose registers of a stopped tracee.
+pub type Regs = libc::user_regs_struct;
+/// x87/SSE state of a stopped tracee (`xmm_space` holds xmm0..15).
+pub type FpRegs = libc::user_fpregs_struct;
+
+/// Forks a child that asks to be traced, sends stdio to `/dev/null` and execs `program`;
+/// returns once the child is stopped at its `exec` (before the dynamic loader ran). The
+/// child is killed if we die (`PTRACE_O_EXITKILL`).
+pub fn spawn_traced(program: &OsStr, args: &[&OsStr]) -> io::Result<u32> {
+    let to_cstring = |s: &OsStr| {
+        CString::new(s.as_bytes()).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte")
+        })
+    };
+    let program_c = to_cstring(program)?;
+    let mut argv_c = vec![program_c.clone()];
+    for arg in args {
+        argv_c.push(to_cstring(arg)?);
+    }
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let dev_null = c"/dev/null";
+    let (status_read, status_write) = pipe()?;
+    // SAFETY: the child only calls async-signal-safe functions (ptrace, open, dup2, execv,
+    // write, _exit) on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: async-signal-safe calls on valid descriptors and buffers, see above.
+        unsafe {
+            libc::close(status_read.as_raw_fd());
+            let null = libc::open(dev_null.as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                for fd in 0..3 {
+                    libc::dup2(null, fd);
+                }
+            }
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == 0 {
+                libc::execv(program_c.as_ptr(), argv.as_ptr());
+            }
+            let errno = *libc::__errno_location();
+            let bytes = errno.to_ne_bytes();
+            libc::write(status_write.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127);
+        }
+    }
+    drop(status_write);
+    let pid = pid as u32;
+    let mut buf = [0u8; 4];
+    // The status pipe is close-on-exec: EOF means exec succeeded.
+    if read_full(status_read.as_raw_fd(), &mut buf)? == 4 {
+        let _ = wait(pid, true);
+        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(buf)));
+    }
+    match wait_stop(pid)? {
+        Stop::Signal(libc::SIGTRAP) => {}
+        other => {
+            kill(pid);
+            return Err(io::Error::other(format!(
+                "the child did not stop at exec: {other:?}"
+            )));
+        }
+    }
+    ptrace(
+        libc::PTRACE_SETOPTIONS,
+        pid,
+        0,
+        libc::PTRACE_O_EXITKILL as usize,
+    )?;
+    Ok(pid)
+}
+
+fn ptrace(request: libc::c_uint, pid: u32, addr: usize, data: usize) -> io::Result<libc::c_long> {
+    // SAFETY: the requests used here take integers or a pointer to a buffer of the size
+    // the request implies, which the callers pass.
+    let r = unsafe { libc::ptrace(request, pid as libc::pid_t, addr, data) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// Reads the registers of a stopped tracee.
+pub fn get_regs(pid: u32) -> io::Result<Regs> {
+    // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+    let mut regs: Regs = unsafe { std::mem::zeroed() };
+    ptrace(libc::PTRACE_GETREGS, pid, 0, (&raw mut regs) as usize)?;
+    Ok(regs)
+}
+
+/// Sets the registers of a stopped tracee.
+pub fn set_regs(pid: u32, regs: &Regs) -> io::Result<()> {
+    ptrace(libc::PTRACE_SETREGS, pid, 0, (&raw const *regs) as usize).map(drop)
+}
+
+/// Reads the x87/SSE state of a stopped tracee.
+pub fn get_fpregs(pid: u32) -> io::Result<FpRegs> {
+    // SAFETY: user_fpregs_struct is plain integers; all-zero is valid.
+    let mut regs: FpRegs = unsafe { std::mem::zeroed() };
+    ptrace(libc::PTRACE_GETFPREGS, pid, 0, (&raw mut regs) as usize)?;
+    Ok(regs)
+}
+
+/// Sets the x87/SSE state of a stopped tracee.
+pub fn set_fpregs(pid: u32, regs: &FpRegs) -> io::Result<()> {
+    ptrace(libc::PTRACE_SETFPREGS, pid, 0, (&raw const *regs) as usize).map(drop)
+}
+
+/// Resumes a stopped tracee, delivering `signal` (0 for none).
+pub fn cont(pid: u32, signal: i32) -> io::Result<()> {
+    ptrace(libc::PTRACE_CONT, pid, 0, signal as usize).map(drop)
+}
+
+/// Runs one instruction of a stopped tracee.
+pub fn single_step(pid: u32) -> io::Result<()> {
+    ptrace(libc::PTRACE_SINGLESTEP, pid, 0, 0).map(drop)
+}
+
+/// Kills a child and reaps it.
+pub fn kill(pid: u32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    let _ = wait(pid, true);
+}
+
+/// Sends SIGKILL without reaping (the tracer thread reaps).
+pub fn send_kill(pid: u32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// Why a tracee stopped waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Stopped with this signal (SIGTRAP for breakpoints and single steps).
+    Signal(i32),
+    Exited(i32),
+    Killed(i32),
+}
+
+/// Waits for the next stop or the end of a tracee.
+pub fn wait_stop(pid: u32) -> io::Result<Stop> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::__WALL) };
+        if r < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        return Ok(if libc::WIFSTOPPED(status) {
+            Stop::Signal(libc::WSTOPSIG(status))
+        } else if libc::WIFSIGNALED(status) {
+            Stop::Killed(libc::WTERMSIG(status))
+        } else {
+            Stop::Exited(libc::WEXITSTATUS(status))
+        });
+    }
+}
+
+/// Reads a tracee's memory as far as it is readable (`process_vm_readv`).
+pub fn read_memory(pid: u32, address: u64, buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let local = libc::iovec {
+            iov_base: buf[done..].as_mut_ptr().cast(),
+            iov_len: buf.len() - done,
+        };
+        let remote = libc::iovec {
+            iov_base: (address + done as u64) as *mut libc::c_void,
+            iov_len: buf.len() - done,
+        };
+        // SAFETY: `local` describes memory inside `buf`; the remote side is only read.
+        let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+        if n <= 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    done
+}
+
+/// Writes a tracee's memory through `/proc/PID/mem`, which may write read-only pages
+/// (code) of a tracee, as debuggers do.
+pub fn write_memory(mem: &std::fs::File, address: u64, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    mem.write_all_at(bytes, address)
+}

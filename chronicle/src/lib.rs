@@ -12,6 +12,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod record;
 pub mod redact;
+pub mod replay;
 pub mod sampling;
 pub mod storage;
 pub mod time;

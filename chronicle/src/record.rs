@@ -80,7 +80,7 @@ impl CallRecord {
 }
 
 /// `return`, `return.field`, `return[2]`: paths into the return value.
-fn is_return_path(path: &str) -> bool {
+pub(crate) fn is_return_path(path: &str) -> bool {
     path.strip_prefix("return")
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }

@@ -399,6 +399,29 @@ fn entry_pieces(sig: &Signature, pc: u64, cfa: CfaRule) -> Vec<Vec<Piece>> {
         .collect()
 }
 
+/// True when a value of type `ty` is returned through a hidden pointer the caller passes
+/// first (in rdi) rather than in registers.
+pub fn returns_in_memory(types: &Types, ty: TypeId, lang: Language) -> bool {
+    matches!(
+        return_pieces(types, ty, lang).as_slice(),
+        [Piece::Memory { .. }]
+    )
+}
+
+/// Rust's split of a value into at most two scalars `(offset, size, is_float)`, when it is
+/// one (`Scalar`) or two (`ScalarPair`: `&str`, slices, two-field structs); `None` for other
+/// aggregates.
+pub fn rust_scalars(types: &Types, ty: TypeId) -> Option<Vec<(u64, u64, bool)>> {
+    let size = types.size(ty)?;
+    let leaves = types.leaves(ty)?;
+    let slots = scalar_slots(&leaves);
+    match slots.as_slice() {
+        [(0, s, _)] if *s == size || leaves.len() == 1 => Some(slots),
+        [(o1, s1, _), (o2, _, _)] if *o1 == 0 && *o2 >= *s1 => Some(slots),
+        _ => None,
+    }
+}
+
 /// Where a return value of type `ty` is when the return probe fires.
 fn return_pieces(types: &Types, ty: TypeId, lang: Language) -> Vec<Piece> {
     let Some(size) = types.size(ty) else {

@@ -4,6 +4,7 @@ pub mod attach;
 pub mod cleanup;
 pub mod export;
 pub mod functions;
+pub mod replay;
 pub mod symbols;
 
 use std::path::PathBuf;
