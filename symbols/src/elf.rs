@@ -187,15 +187,19 @@ impl ElfFile {
                 continue;
             }
             let Ok(name) = sym.name() else { continue };
-            if name.is_empty() || !seen.insert((sym.address(), strip_version(name).to_owned())) {
+            if name.is_empty() {
                 continue;
             }
             // A non-default version (`memcpy@GLIBC_2.2.5`) is only for binaries linked
-            // against an old library; it keeps its version so that it has a name of its own.
+            // against an old library; it keeps its version so that it has a name of its own
+            // and does not hide the default version at the same address.
             let name = match hidden.get(&sym.index().0) {
                 Some(version) if dynamic => format!("{name}@{version}"),
-                _ => name.to_owned(),
+                _ => strip_version(name).to_owned(),
             };
+            if !seen.insert((sym.address(), name.clone())) {
+                continue;
+            }
             if let object::SymbolFlags::Elf { st_info, .. } = sym.flags()
                 && st_info.st_type() == STT_GNU_IFUNC
             {

@@ -304,6 +304,11 @@ fn shared_library_kind() {
     assert_eq!(old[0].symbol.demangled, "memcpy");
     assert_ne!(old[0].symbol.address, memcpy[0].symbol.address);
     assert!(!elf.is_ifunc(old[0].symbol.address));
+    // `dlopen@GLIBC_2.2.5` and the default `dlopen@@GLIBC_2.34` share an address: the old
+    // version listed first must not hide the plain name.
+    let dlopen = resolve("dlopen", std::slice::from_ref(&elf)).unwrap();
+    let old = resolve("dlopen@GLIBC_2.2.5", std::slice::from_ref(&elf)).unwrap();
+    assert_eq!(dlopen[0].symbol.address, old[0].symbol.address);
 }
 
 #[unsafe(no_mangle)]

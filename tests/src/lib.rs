@@ -139,6 +139,122 @@ pub fn build_ledger() -> (PathBuf, PathBuf) {
     (app, lib)
 }
 
+/// One build of the orders service of the replay tests (`tests/fixtures/replay`).
+#[derive(Clone, Debug)]
+pub struct OrdersBuild {
+    /// The service executable.
+    pub service: PathBuf,
+    /// What tests link or load the functions from: the C object file, or the Rust rlib of
+    /// crate `orders`.
+    pub lib: PathBuf,
+}
+
+/// Builds the C orders service. `variant`: `v1` (what production ran), `v2` (a refactor,
+/// same behaviour), `v2b` (the express fee changed), `v2-crash` / `v2-hang` (express
+/// orders crash / never return).
+pub fn build_orders_c(variant: &str) -> OrdersBuild {
+    let key = format!("build_orders_c:{variant}");
+    let service = once(&key, || {
+        let dir = workspace().join("tests/fixtures/replay");
+        let (src, defines): (&str, &[&str]) = match variant {
+            "v1" => ("orders_v1.c", &[]),
+            "v2" => ("orders_v2.c", &[]),
+            "v2b" => ("orders_v2.c", &["-DEXPRESS_FEE=650"]),
+            "v2-crash" => ("orders_v2.c", &["-DCRASH_ON_EXPRESS"]),
+            "v2-hang" => ("orders_v2.c", &["-DHANG_ON_EXPRESS"]),
+            other => panic!("no C orders variant {other}"),
+        };
+        let object = fixture_dir().join(format!("orders-c-{variant}.o"));
+        let tmp = unique(&object);
+        run_ok(
+            Command::new("cc")
+                .args(["-g", "-O2", "-fPIC", "-c", "-o"])
+                .arg(&tmp)
+                .args(defines)
+                .arg(dir.join(src)),
+        );
+        std::fs::rename(&tmp, &object).expect("move fixture into place");
+        let out = fixture_dir().join(format!("orders-c-{variant}"));
+        let tmp = unique(&out);
+        run_ok(
+            Command::new("cc")
+                .args(["-g", "-O2", "-o"])
+                .arg(&tmp)
+                .arg(&object)
+                .arg(dir.join("orders_service.c")),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    });
+    OrdersBuild {
+        lib: service.with_extension("o"),
+        service,
+    }
+}
+
+/// Builds the C orders functions of `variant` as a shared library.
+pub fn build_orders_c_so(variant: &str) -> PathBuf {
+    let object = build_orders_c(variant).lib;
+    once(&format!("build_orders_c_so:{variant}"), || {
+        let out = fixture_dir().join(format!("liborders-c-{variant}.so"));
+        let tmp = unique(&out);
+        run_ok(
+            Command::new("cc")
+                .args(["-g", "-shared", "-o"])
+                .arg(&tmp)
+                .arg(&object),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    })
+}
+
+/// Builds the Rust orders service: crate `orders` from `orders_v1.rs` (`v1`),
+/// `orders_v2.rs` (`v2`) or `orders_v2.rs --cfg changed` (`v2b`), and the service using it.
+pub fn build_orders_rust(variant: &str) -> OrdersBuild {
+    let key = format!("build_orders_rust:{variant}");
+    let service = once(&key, || {
+        let dir = workspace().join("tests/fixtures/replay");
+        let (src, cfg): (&str, &[&str]) = match variant {
+            "v1" => ("orders_v1.rs", &[]),
+            "v2" => ("orders_v2.rs", &[]),
+            "v2b" => ("orders_v2.rs", &["--cfg", "changed"]),
+            other => panic!("no Rust orders variant {other}"),
+        };
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        let rlib = fixture_dir().join(format!("liborders-rs-{variant}.rlib"));
+        let tmp = rlib.with_extension(format!("tmp{}.rlib", std::process::id()));
+        let common = ["--edition", "2024", "-g", "-C", "opt-level=2"];
+        run_ok(
+            Command::new(&rustc)
+                .args(common)
+                .args(["--crate-type", "rlib", "--crate-name", "orders"])
+                .args(cfg)
+                .arg("-o")
+                .arg(&tmp)
+                .arg(dir.join(src)),
+        );
+        std::fs::rename(&tmp, &rlib).expect("move fixture into place");
+        let out = fixture_dir().join(format!("orders-rs-{variant}"));
+        let tmp = unique(&out);
+        run_ok(
+            Command::new(&rustc)
+                .args(common)
+                .arg("--extern")
+                .arg(format!("orders={}", rlib.display()))
+                .arg("-o")
+                .arg(&tmp)
+                .arg(dir.join("orders_service.rs")),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    });
+    OrdersBuild {
+        lib: fixture_dir().join(format!("liborders-rs-{variant}.rlib")),
+        service,
+    }
+}
+
 /// A private path next to `out`: tests build the same fixture concurrently, and each moves
 /// its finished build into place atomically.
 fn unique(out: &Path) -> PathBuf {
