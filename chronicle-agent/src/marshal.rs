@@ -11,6 +11,10 @@ use serde_json::{Map, Value as Json};
 /// Integer argument registers, in order, as DWARF numbers: rdi, rsi, rdx, rcx, r8, r9.
 pub const INT_ARG_REGS: [u8; 6] = [5, 4, 1, 2, 8, 9];
 
+/// Bytes reserved for every C string argument, so that a function writing into a `char *`
+/// buffer (whose captured value is only its contents) has room.
+const MIN_C_STRING_ROOM: usize = 256;
+
 /// An argument that cannot be passed: where, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("cannot pass {path}: {reason}")]
@@ -64,6 +68,13 @@ impl Scratch {
     }
 }
 
+/// Memory from the child's own allocator, for values the callee takes ownership of and
+/// will free (a Rust `Box` passed by value).
+pub trait Heap {
+    /// `size` bytes aligned to `align` from the allocator the callee will free them with.
+    fn alloc(&mut self, size: u64, align: u64) -> Result<u64, String>;
+}
+
 /// A call ready to be made: register values and the stack arguments' image.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CallSetup {
@@ -75,6 +86,8 @@ pub struct CallSetup {
     pub stack: Vec<u8>,
     /// Where the callee writes a returned value in memory (already in `int_regs[0]`).
     pub sret: Option<u64>,
+    /// Bytes to write into blocks from the child's allocator.
+    pub heap_writes: Vec<(u64, Vec<u8>)>,
 }
 
 /// Lays out the call of `sig` with `args` (parameter name → captured value).
@@ -82,12 +95,16 @@ pub fn marshal(
     sig: &Signature,
     args: &Map<String, Json>,
     scratch: &mut Scratch,
+    heap: &mut dyn Heap,
 ) -> Result<CallSetup, MarshalError> {
     let types = &sig.types;
     let mut m = Marshaller {
         types,
         lang: sig.language,
         scratch,
+        heap,
+        owned: false,
+        heap_writes: Vec::new(),
     };
     let mut setup = CallSetup::default();
     if let Some(ret) = sig.ret
@@ -116,9 +133,12 @@ pub fn marshal(
             reason: format!("type {} has no known size", types.get(param.ty).name),
         })?;
         let mut image = vec![0u8; size as usize];
+        // A parameter passed by value belongs to the callee, with what it owns.
+        m.owned = true;
         m.encode(param.ty, value, &mut image, &param.name)?;
         m.place(param.ty, image, &mut setup, &param.name)?;
     }
+    setup.heap_writes = m.heap_writes;
     Ok(setup)
 }
 
@@ -126,6 +146,10 @@ struct Marshaller<'a> {
     types: &'a Types,
     lang: Language,
     scratch: &'a mut Scratch,
+    heap: &'a mut dyn Heap,
+    /// The value being encoded will be dropped by the callee (not behind a borrow).
+    owned: bool,
+    heap_writes: Vec<(u64, Vec<u8>)>,
 }
 
 enum Class {
@@ -469,7 +493,9 @@ impl Marshaller<'_> {
         if self.types.is_c_string(ty) {
             let mut bytes = text_bytes(value)
                 .ok_or_else(|| fail(format!("expected a string, found {value}")))?;
-            bytes.push(0);
+            // A `char *` may be an output buffer whose size the capture does not know:
+            // leave room after the string.
+            bytes.resize(bytes.len().max(MIN_C_STRING_ROOM - 1) + 1, 0);
             return self.copy_to_scratch(&bytes, path);
         }
         let size = self.types.size(pointee).filter(|&s| s > 0).ok_or_else(|| {
@@ -487,17 +513,37 @@ impl Marshaller<'_> {
             }
             v => vec![v],
         };
-        let at = self.scratch.alloc(size * items.len() as u64, 16, path)?;
+        // A `Box` the callee owns is freed by it: it must come from the child's allocator.
+        // Anything else behind a pointer is borrowed.
+        let boxed = self.lang == Language::Rust
+            && self.types.get(ty).name.starts_with("alloc::boxed::Box<");
+        let inner_owned = boxed && self.owned;
+        let owned = std::mem::replace(&mut self.owned, inner_owned);
+        let total = size * items.len() as u64;
+        let at = if self.owned {
+            self.heap.alloc(total, 16).map_err(|reason| fail(reason))?
+        } else {
+            self.scratch.alloc(total, 16, path)?
+        };
+        let mut block = vec![0u8; total as usize];
         for (i, item) in items.iter().enumerate() {
-            let mut image = vec![0u8; size as usize];
             let item_path = if items.len() > 1 {
                 format!("{path}[{i}]")
             } else {
                 path.to_owned()
             };
-            self.encode(pointee, item, &mut image, &item_path)?;
-            self.scratch.write(at + i as u64 * size, &image);
+            let range = i * size as usize..(i + 1) * size as usize;
+            if let Err(e) = self.encode(pointee, item, &mut block[range], &item_path) {
+                self.owned = owned;
+                return Err(e);
+            }
         }
+        if self.owned {
+            self.heap_writes.push((at, block));
+        } else {
+            self.scratch.write(at, &block);
+        }
+        self.owned = owned;
         Ok(at)
     }
 

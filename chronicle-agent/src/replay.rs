@@ -391,7 +391,15 @@ impl ReplayTarget for NativeTarget {
         }
         let child = self.child.as_ref().expect("started above");
         let mut scratch = Scratch::new(child.scratch, SCRATCH_SIZE);
-        let setup = match marshal::marshal(sig, &case.args, &mut scratch) {
+        let mut heap = ChildHeap {
+            child,
+            watchdog: &self.watchdog,
+            timeout,
+            allocator: None,
+            elf: &self.elf,
+        };
+        let marshalled = marshal::marshal(sig, &case.args, &mut scratch, &mut heap);
+        let setup = match marshalled {
             Ok(setup) => setup,
             Err(e) => {
                 return Attempt::Unsupported {
@@ -399,25 +407,42 @@ impl ReplayTarget for NativeTarget {
                 };
             }
         };
-        if let Err(e) = sys::write_memory(&child.mem, child.scratch, &scratch.bytes) {
+        let written = sys::write_memory(&child.mem, child.scratch, &scratch.bytes).and_then(|()| {
+            setup
+                .heap_writes
+                .iter()
+                .try_for_each(|(at, bytes)| sys::write_memory(&child.mem, *at, bytes))
+        });
+        if let Err(e) = written {
             return Attempt::Error {
                 reason: format!("writing the arguments into the child: {e}"),
             };
         }
         let address = callee.vaddr + child.bias;
-        let result = call(child, address, &setup, &self.watchdog, timeout);
+        // Output parameters are read again at return from the pointers the entry probe
+        // saved; where the probe sits after the prologue, stop there to take them.
+        let offset = callee.plan.entry_site.offset;
+        let entry_stop =
+            (!callee.plan.entry.saves.is_empty() && offset != 0).then_some(address + offset);
+        let result =
+            call_with_entry_stop(child, address, &setup, &self.watchdog, timeout, entry_stop);
         let attempt = match result {
-            Ok(Ok((regs, duration))) => {
-                let duration = duration.saturating_sub(child.overhead);
+            Ok(Ok((regs, duration, entry_regs))) => {
+                let stops = if entry_regs.is_some() { 2 } else { 1 };
+                let duration = duration.saturating_sub(child.overhead * stops);
                 let regs16 = dwarf_regs(&regs);
                 let memory = ChildMemory(child.pid);
-                // The entry probe's saved pointers (for `after` values), when it sits at the
-                // first instruction where our registers are the entry registers.
-                let mut entry = regs16;
-                for (i, &r) in INT_ARG_REGS.iter().enumerate() {
-                    entry[usize::from(r)] = setup.int_regs.get(i).copied().unwrap_or(0);
-                }
-                let saves = if callee.plan.entry_site.offset == 0 {
+                let entry = match &entry_regs {
+                    Some(r) => dwarf_regs(r),
+                    None => {
+                        let mut entry = regs16;
+                        for (i, &r) in INT_ARG_REGS.iter().enumerate() {
+                            entry[usize::from(r)] = setup.int_regs.get(i).copied().unwrap_or(0);
+                        }
+                        entry
+                    }
+                };
+                let saves = if offset == 0 || entry_regs.is_some() {
                     callee.plan.entry_saves(&entry, &memory)
                 } else {
                     Vec::new()
@@ -457,6 +482,68 @@ impl ReplayTarget for NativeTarget {
             self.child = None;
         }
         attempt
+    }
+}
+
+/// Allocations from the child's own allocator: Rust's `__rust_alloc(size, align)` when the
+/// binary has one (what `Box` frees with), else libc's `malloc`.
+struct ChildHeap<'a> {
+    child: &'a Child,
+    watchdog: &'a Watchdog,
+    timeout: Duration,
+    elf: &'a ElfFile,
+    /// `(address, takes an alignment)`.
+    allocator: Option<(u64, bool)>,
+}
+
+impl marshal::Heap for ChildHeap<'_> {
+    fn alloc(&mut self, size: u64, align: u64) -> Result<u64, String> {
+        let (address, rust) = match self.allocator {
+            Some(found) => found,
+            None => {
+                let found = self.find_allocator()?;
+                self.allocator = Some(found);
+                found
+            }
+        };
+        let int_regs = if rust { vec![size, align] } else { vec![size] };
+        let setup = marshal::CallSetup {
+            int_regs,
+            ..Default::default()
+        };
+        match call(self.child, address, &setup, self.watchdog, self.timeout)? {
+            Ok((regs, _)) if regs.rax != 0 => Ok(regs.rax),
+            Ok(_) => Err(format!(
+                "the child's allocator returned NULL for {size} bytes"
+            )),
+            Err(reason) => Err(format!("allocating in the child: {reason}")),
+        }
+    }
+}
+
+impl ChildHeap<'_> {
+    fn find_allocator(&self) -> Result<(u64, bool), String> {
+        if let Ok(found) = resolve("__rust_alloc", std::slice::from_ref(self.elf))
+            && let [one] = found.as_slice()
+        {
+            return Ok((one.symbol.address + self.child.bias, true));
+        }
+        let maps = ProcessMaps::read(self.child.pid).map_err(|e| e.to_string())?;
+        let libc = maps
+            .objects()
+            .into_iter()
+            .find(|o| {
+                o.path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libc.so"))
+            })
+            .ok_or("no allocator: the binary has neither __rust_alloc nor libc's malloc")?;
+        let elf = ElfFile::open(&libc.open_path).map_err(|e| e.to_string())?;
+        let malloc = resolve("malloc", std::slice::from_ref(&elf)).map_err(|e| e.to_string())?;
+        let at = maps
+            .runtime_address(&libc.path, malloc[0].file_offset)
+            .ok_or("libc's malloc is not mapped")?;
+        Ok((at, false))
     }
 }
 
@@ -564,7 +651,32 @@ fn call(
     watchdog: &Watchdog,
     timeout: Duration,
 ) -> Result<Result<(Regs, Duration), String>, String> {
+    call_with_entry_stop(child, address, setup, watchdog, timeout, None)
+        .map(|r| r.map(|(regs, duration, _)| (regs, duration)))
+}
+
+/// Registers at return, the call's duration, and the registers at `entry_stop`.
+type Returned = (Regs, Duration, Option<Regs>);
+
+/// [`call`], also stopping once at `entry_stop` (the entry probe's site inside the
+/// function) to read the registers there, as the entry probe would.
+fn call_with_entry_stop(
+    child: &Child,
+    address: u64,
+    setup: &marshal::CallSetup,
+    watchdog: &Watchdog,
+    timeout: Duration,
+    entry_stop: Option<u64>,
+) -> Result<Result<Returned, String>, String> {
     let io = |e: std::io::Error| e.to_string();
+    let mut entry_regs = None;
+    let mut original = [0u8; 1];
+    if let Some(stop) = entry_stop {
+        if sys::read_memory(child.pid, stop, &mut original) != 1 {
+            return Err(format!("cannot read the code at {stop:#x}"));
+        }
+        sys::write_memory(&child.mem, stop, &[0xcc]).map_err(io)?;
+    }
     let mut regs = child.base;
     // Stack arguments sit just above the return address; rsp is 16-byte aligned at the
     // call, so the callee sees rsp ≡ 8 (mod 16).
@@ -617,10 +729,21 @@ fn call(
         };
         match stop {
             Stop::Signal(libc::SIGTRAP) => {
+                let mut after = sys::get_regs(child.pid).map_err(io)?;
+                if let Some(stop) = entry_stop
+                    && after.rip == stop + 1
+                    && entry_regs.is_none()
+                {
+                    sys::write_memory(&child.mem, stop, &original).map_err(io)?;
+                    after.rip = stop;
+                    sys::set_regs(child.pid, &after).map_err(io)?;
+                    entry_regs = Some(after);
+                    sys::cont(child.pid, 0).map_err(io)?;
+                    continue;
+                }
                 watchdog.disarm();
-                let after = sys::get_regs(child.pid).map_err(io)?;
                 if after.rip == child.trap + 1 {
-                    return Ok(Ok((after, duration)));
+                    return Ok(Ok((after, duration, entry_regs)));
                 }
                 return Ok(Err(format!(
                     "stopped by SIGTRAP at {:#x} (a breakpoint instruction in the code?)",

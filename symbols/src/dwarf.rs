@@ -744,6 +744,15 @@ struct TypeBuilder<'a> {
     language: Language,
 }
 
+/// What a struct's children say.
+struct Members {
+    members: Vec<Member>,
+    variants: Option<VariantPart>,
+    template: Vec<(String, TypeId)>,
+    /// C++: a destructor, virtual table or non-trivial member makes the class non-trivial.
+    non_trivial: bool,
+}
+
 impl TypeBuilder<'_> {
     fn add(&mut self, name: String, size: Option<u64>, kind: TypeKind) -> TypeId {
         match self.types.push(TypeDef { name, size, kind }) {
@@ -1004,13 +1013,20 @@ impl TypeBuilder<'_> {
                         kind: TypeKind::Unknown,
                     }
                 } else {
-                    let by_reference = matches!(
-                        die.attr_value(dw::DW_AT_calling_convention),
-                        Some(AttributeValue::CallingConvention(
-                            dw::DW_CC_pass_by_reference
-                        ))
-                    );
-                    let (members, variants, template) = self.members(unit, offset, depth)?;
+                    let Members {
+                        members,
+                        variants,
+                        template,
+                        non_trivial,
+                    } = self.members(unit, offset, depth)?;
+                    // GCC does not say (no DW_AT_calling_convention): then a C++ class is
+                    // passed by reference when it is non-trivial for the purposes of calls.
+                    let by_reference = match die.attr_value(dw::DW_AT_calling_convention) {
+                        Some(AttributeValue::CallingConvention(cc)) => {
+                            cc == dw::DW_CC_pass_by_reference
+                        }
+                        _ => self.language == Language::Cpp && non_trivial,
+                    };
                     let kind = if tag == dw::DW_TAG_union_type {
                         TypeKind::Union { members }
                     } else {
@@ -1100,15 +1116,11 @@ impl TypeBuilder<'_> {
 
     /// Data members, a Rust variant part, and template parameters of a struct or union.
     #[allow(clippy::type_complexity)]
-    fn members(
-        &mut self,
-        unit: usize,
-        offset: UnitOffset,
-        depth: u32,
-    ) -> gimli::Result<(Vec<Member>, Option<VariantPart>, Vec<(String, TypeId)>)> {
+    fn members(&mut self, unit: usize, offset: UnitOffset, depth: u32) -> gimli::Result<Members> {
         let mut members = Vec::new();
         let mut variants = None;
         let mut template = Vec::new();
+        let mut non_trivial = false;
         let mut tree = self.info.units[unit].unit.entries_tree(Some(offset))?;
         let mut children = tree.root()?.children();
         while let Some(child) = children.next()? {
@@ -1142,13 +1154,38 @@ impl TypeBuilder<'_> {
                 dw::DW_TAG_variant_part => {
                     variants = Some(self.variant_part(unit, &die, child, depth)?);
                 }
+                // A user-provided destructor makes a C++ class non-trivial: the Itanium
+                // ABI passes and returns it through a hidden pointer.
+                dw::DW_TAG_subprogram => {
+                    let name = self.info.string(self.dwarf, unit, &die, dw::DW_AT_name);
+                    let defaulted = die.has_attr(dw::DW_AT_defaulted);
+                    if name.is_some_and(|n| n.starts_with('~')) && !defaulted {
+                        non_trivial = true;
+                    }
+                }
                 _ => {}
             }
             if members.len() > 4096 {
                 break;
             }
         }
-        Ok((members, variants, template))
+        // So does a virtual table, or a member or base that is itself non-trivial.
+        non_trivial |= members.iter().any(|m| {
+            m.name.starts_with("_vptr")
+                || matches!(
+                    self.types.get(m.ty).kind,
+                    TypeKind::Struct {
+                        by_reference: true,
+                        ..
+                    }
+                )
+        });
+        Ok(Members {
+            members,
+            variants,
+            template,
+            non_trivial,
+        })
     }
 
     fn member(&mut self, unit: usize, die: &Die, depth: u32) -> gimli::Result<Option<Member>> {

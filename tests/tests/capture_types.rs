@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use chronicle_tests::{Opt, Running, bpf_available, build_c, chronicle_ok, export, scratch};
+use chronicle_tests::{
+    Opt, Running, bpf_available, build_c, chronicle, chronicle_ok, export, scratch,
+};
 use serde_json::{Value, json};
 
 /// Attaches to `program` for a while, tracing `functions`; returns the database.
@@ -42,6 +44,40 @@ fn only_call(db: &Path, function: &str) -> Value {
         .collect();
     assert_eq!(distinct.len(), 1, "{function}: {distinct:#?}");
     distinct.into_values().next().unwrap()
+}
+
+/// Replays the captured calls of each function against the binary they came from: every
+/// one must pass, which proves the arguments were rebuilt exactly (registers, stack,
+/// structs by value, pointers, strings, hidden return pointers).
+#[track_caller]
+fn replays_cleanly(db: &Path, binary: &Path, functions: &[&str]) {
+    for f in functions {
+        let records = export(db, f).len().min(20);
+        let out = chronicle(&[
+            "replay",
+            f,
+            "--binary",
+            binary.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--json",
+            "--limit",
+            "20",
+        ]);
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{f}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let counts = [
+            &report["passed"],
+            &report["failed"],
+            &report["errors"],
+            &report["skipped"],
+        ];
+        assert_eq!(
+            counts,
+            [&json!(records), &json!(0), &json!(0), &json!(0)],
+            "{f}: {report:#}"
+        );
+    }
 }
 
 #[track_caller]
@@ -141,6 +177,21 @@ fn c_types(opt: Opt, test: &str) {
         "status_name",
         json!({"s": "CANCELLED", "codes": "abc"}),
         json!("cancelled"),
+    );
+    replays_cleanly(
+        &db,
+        &shapes,
+        &[
+            "order_total",
+            "make_pair",
+            "make_big",
+            "sum_pair",
+            "sum_big",
+            "list_len",
+            "widths",
+            "read_number",
+            "status_name",
+        ],
     );
 }
 
@@ -270,6 +321,22 @@ fn rust_types(opt: Opt, test: &str) {
         json!("É"),
     );
     check(&db, "kinds::owned", json!({"tags": ["x", "yz"]}), json!(3));
+    replays_cleanly(
+        &db,
+        &kinds,
+        &[
+            "kinds::greet",
+            "kinds::total",
+            "kinds::checkout",
+            "kinds::area",
+            "kinds::sum",
+            "kinds::boxed",
+            "kinds::maybe",
+            "kinds::pair",
+            "kinds::letters",
+            "kinds::owned",
+        ],
+    );
 }
 
 #[test]
@@ -323,6 +390,20 @@ fn cpp_types(opt: Opt, test: &str) {
         json!({"x": 11, "y": 12}),
     );
     check(&db, "store::shout", json!({"s": "hey"}), json!("HEY!"));
+    // `shout` takes and returns std::string by value: through hidden pointers, because the
+    // class has a destructor.
+    replays_cleanly(
+        &db,
+        &store,
+        &[
+            "store::Account::projected",
+            "store::Account::describe",
+            area_point,
+            area_ints,
+            "store::shift",
+            "store::shout",
+        ],
+    );
 }
 
 #[test]
@@ -406,6 +487,32 @@ fn after_values(opt: Opt, test: &str) {
         json!({"args": {"item": {"sku": "D-4", "qty": 1, "price_cents": 5}, "to": 10},
                "after": {"item": {"sku": "D-4-R", "qty": 10, "price_cents": 5}},
                "unavailable": {}, "replayable": true})
+    );
+
+    // Replay compares output parameters too: the real calls pass, and a spec whose
+    // `after` was edited fails on exactly the edited field.
+    let shapes = build_c("shapes", opt);
+    let kinds = chronicle_tests::build_rust("kinds", opt);
+    replays_cleanly(&dbs[0], &shapes, &["fill_label", "bump"]);
+    replays_cleanly(&dbs[1], &kinds, &["kinds::restock"]);
+    let mut records = export(&dbs[0], "bump");
+    records.truncate(1);
+    records[0]["after"]["p"]["a"] = json!(99);
+    let spec = dir.join("bump.json");
+    std::fs::write(&spec, serde_json::to_string(&records).unwrap()).unwrap();
+    let out = chronicle(&[
+        "replay",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--binary",
+        shapes.to_str().unwrap(),
+        "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"], 1, "{report:#}");
+    assert_eq!(
+        report["results"][0]["difference"][0]["text"],
+        "$after.p.a: 99 → 2"
     );
 }
 
