@@ -521,7 +521,7 @@ impl Marshaller<'_> {
         let owned = std::mem::replace(&mut self.owned, inner_owned);
         let total = size * items.len() as u64;
         let at = if self.owned {
-            self.heap.alloc(total, 16).map_err(|reason| fail(reason))?
+            self.heap.alloc(total, 16).map_err(fail)?
         } else {
             self.scratch.alloc(total, 16, path)?
         };
