@@ -447,7 +447,12 @@ impl ReplayTarget for NativeTarget {
                 } else {
                     Vec::new()
                 };
-                let decoded = callee.plan.read_return(&regs16, &memory, &saves);
+                let mut decoded = callee.plan.read_return(&regs16, &memory, &saves);
+                // Probes cannot read SSE registers; ptrace can.
+                if let Some(value) = float_return(sig, &decoded, child.pid) {
+                    decoded.value = Some(value);
+                    decoded.unavailable.retain(|(path, _)| path != "return");
+                }
                 let after: Map<String, serde_json::Value> = decoded
                     .after
                     .iter()
@@ -761,8 +766,11 @@ fn call_with_entry_stop(
                 watchdog.disarm();
                 let at = sys::get_regs(child.pid).map_or(0, |r| r.rip);
                 return Ok(Err(format!(
-                    "crashed with {} at {at:#x}",
-                    signal_name(signal)
+                    "crashed with {} at {at:#x}{}",
+                    signal_name(signal),
+                    describe_code_address(child.pid, at)
+                        .map(|place| format!(" ({place})"))
+                        .unwrap_or_default()
                 )));
             }
             Stop::Signal(signal) => {
@@ -789,6 +797,60 @@ fn call_with_entry_stop(
             }
         }
     }
+}
+
+/// A `float` or `double` return value, from xmm0, when the decoder could not read it.
+fn float_return(
+    sig: &Signature,
+    decoded: &chronicle_symbols::DecodedReturn,
+    pid: u32,
+) -> Option<chronicle::Value> {
+    let ret = sig.ret?;
+    let in_fp = decoded
+        .unavailable
+        .iter()
+        .any(|(path, why)| path == "return" && why == chronicle_symbols::location::IN_FP_REGISTER);
+    let def = sig.types.get(ret);
+    if !in_fp || !matches!(def.kind, chronicle_symbols::TypeKind::Float) {
+        return None;
+    }
+    let fp = sys::get_fpregs(pid).ok()?;
+    let low = u64::from(fp.xmm_space[0]) | (u64::from(fp.xmm_space[1]) << 32);
+    match def.size? {
+        4 => Some(chronicle::Value::Float(f64::from(f32::from_bits(
+            low as u32,
+        )))),
+        8 => Some(chronicle::Value::Float(f64::from_bits(low))),
+        _ => None,
+    }
+}
+
+/// `function+0x12 in object` for a code address of the child, when a symbol covers it.
+fn describe_code_address(pid: u32, address: u64) -> Option<String> {
+    let maps = ProcessMaps::read(pid).ok()?;
+    let mapping = maps
+        .mappings()
+        .iter()
+        .find(|m| (m.start..m.end).contains(&address) && m.path.is_some())?;
+    let path = mapping.path.as_ref()?;
+    let file_offset = address - mapping.start + mapping.offset;
+    let elf = ElfFile::open(path).ok()?;
+    let segment = elf
+        .segments()
+        .iter()
+        .find(|s| (s.offset..s.offset + s.file_size).contains(&file_offset))?;
+    let vaddr = segment.vaddr + (file_offset - segment.offset);
+    let object = path.file_name()?.to_string_lossy();
+    let function = elf
+        .functions()
+        .iter()
+        .filter(|f| f.address <= vaddr && vaddr < f.address + f.size.max(1))
+        .min_by_key(|f| f.size)?;
+    Some(format!(
+        "{}+{:#x} in {object}",
+        function.demangled,
+        vaddr - function.address
+    ))
 }
 
 /// The 16 general-purpose registers in DWARF order, as the decoder wants them.

@@ -107,7 +107,11 @@ fn c_service_replays_on_a_refactor_and_catches_a_changed_fee() {
         return;
     }
     let functions = ["order_total", "order_tier", "make_quote", "shipping_zone"];
-    let db = capture(&build_orders_c("v1").service, &functions, "replay-c");
+    let db = capture(
+        &build_orders_c("v1").service,
+        &[&functions[..], &["with_tax"]].concat(),
+        "replay-c",
+    );
 
     // The captured values are exact, so the replay has something to compare.
     let first = &export(&db, "make_quote")[0];
@@ -255,6 +259,52 @@ fn c_service_replays_on_a_refactor_and_catches_a_changed_fee() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(counts(&report), (4, 4, 0, 0));
     assert_eq!(report["function"], "order_total");
+
+    // `with_tax(double amount, int pct)` gets `amount` in xmm0, which probes cannot read:
+    // its calls are skipped and counted with the reason, and the exit status stays 0.
+    let taxed = export(&db, "with_tax");
+    let (report, code) = replay(&db, "with_tax", &v2, &[]);
+    assert_eq!((counts(&report), code), ((0, 0, 0, taxed.len() as u64), 0));
+    assert_eq!(
+        report["skipped_reasons"],
+        json!({"input amount was not captured: in FP register": taxed.len()})
+    );
+    // With the amounts filled in (a spec), the call passes `amount` in xmm0 and reads the
+    // double returned in xmm0.
+    // The last expectation is wrong on purpose: floats are compared, not assumed.
+    let spec: Vec<Value> = [
+        (1250.0, 1487.5),
+        (999.0, 1188.81),
+        (30000.0, 35700.0),
+        (1500.0, 1785.5),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (amount, taxed))| {
+        let mut r = export(&db, "with_tax")[0].clone();
+        r["id"] = json!(i);
+        r["args"] = json!({"amount": amount, "pct": 19});
+        r["return"] = json!(taxed);
+        r["unavailable"] = json!({});
+        r
+    })
+    .collect();
+    let spec_path = db.with_file_name("with_tax.json");
+    std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
+    let out = chronicle(&[
+        "replay",
+        "--spec",
+        spec_path.to_str().unwrap(),
+        "--binary",
+        v2.to_str().unwrap(),
+        "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(counts(&report), (3, 1, 0, 0), "{report:#}");
+    assert_eq!(
+        report["results"][3]["difference"][0]["text"],
+        "$: 1785.5 → 1785.0"
+    );
 
     // Ignoring the return value makes the changed fee pass.
     let (report, code) = replay(&db, "order_total", &v2b, &["--limit", "8", "--ignore", "$"]);

@@ -10,6 +10,7 @@ use crate::ebpf::workspace_root;
 
 mod otlp;
 mod pipeline;
+mod replay;
 mod store;
 
 #[derive(clap::Args)]
@@ -18,7 +19,8 @@ pub struct Args {
     /// call the in-kernel sampler leaves out), `symbols` (debug info load time and peak
     /// memory for a large binary), `store` (records/s into a backend), `otlp` (spans/s to
     /// a loopback OTLP/HTTP receiver) or `pipeline` (records/s through sampling and
-    /// redaction, then the store).
+    /// redaction, then the store), `replay` (replayed calls/s against a native binary,
+    /// next to gdb).
     pub name: String,
     /// Calls per run (`capture`).
     #[arg(long, default_value_t = 200_000)]
@@ -50,9 +52,10 @@ pub fn run(args: Args) -> Result<()> {
         "pipeline" => pipeline::run(&args),
         "store" => store::run(&args),
         "otlp" => otlp::run(&args),
+        "replay" => replay::run(&args),
         other => bail!(
             "unknown benchmark `{other}`; available: capture, presample, symbols, store, otlp, \
-             pipeline"
+             pipeline, replay"
         ),
     }
 }
