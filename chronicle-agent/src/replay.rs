@@ -258,24 +258,7 @@ impl NativeTarget {
 
     /// `dlopen`s the library inside the host child.
     fn load_library(&self, child: &mut Child) -> Result<(), String> {
-        let maps = ProcessMaps::read(child.pid).map_err(|e| e.to_string())?;
-        let libc = maps
-            .objects()
-            .into_iter()
-            .find(|o| {
-                o.path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("libc.so"))
-            })
-            .ok_or("the host process has no libc to dlopen the library with")?;
-        let libc_elf = ElfFile::open(&libc.open_path).map_err(|e| e.to_string())?;
-        let dlopen = resolve("dlopen", std::slice::from_ref(&libc_elf))
-            .ok()
-            .and_then(|f| f.into_iter().next())
-            .ok_or("libc has no dlopen")?;
-        let dlopen_at = maps
-            .runtime_address(&libc.path, dlopen.file_offset)
-            .ok_or("libc's dlopen is not mapped")?;
+        let dlopen_at = libc_function(child.pid, "dlopen")?;
         let mut scratch = Scratch::new(child.scratch, SCRATCH_SIZE);
         let mut path = self.binary.as_os_str().as_encoded_bytes().to_vec();
         path.push(0);
@@ -533,23 +516,28 @@ impl ChildHeap<'_> {
         {
             return Ok((one.symbol.address + self.child.bias, true));
         }
-        let maps = ProcessMaps::read(self.child.pid).map_err(|e| e.to_string())?;
-        let libc = maps
-            .objects()
-            .into_iter()
-            .find(|o| {
-                o.path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("libc.so"))
-            })
-            .ok_or("no allocator: the binary has neither __rust_alloc nor libc's malloc")?;
-        let elf = ElfFile::open(&libc.open_path).map_err(|e| e.to_string())?;
-        let malloc = resolve("malloc", std::slice::from_ref(&elf)).map_err(|e| e.to_string())?;
-        let at = maps
-            .runtime_address(&libc.path, malloc[0].file_offset)
-            .ok_or("libc's malloc is not mapped")?;
+        let at = libc_function(self.child.pid, "malloc")
+            .map_err(|e| format!("no allocator: the binary has no __rust_alloc, and {e}"))?;
         Ok((at, false))
     }
+}
+
+/// The runtime address of a function of the libc the child has loaded.
+fn libc_function(pid: u32, name: &str) -> Result<u64, String> {
+    let maps = ProcessMaps::read(pid).map_err(|e| e.to_string())?;
+    let libc = maps
+        .objects()
+        .into_iter()
+        .find(|o| {
+            o.path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libc.so"))
+        })
+        .ok_or("the process has no libc loaded")?;
+    let elf = ElfFile::open(&libc.open_path).map_err(|e| e.to_string())?;
+    let found = resolve(name, std::slice::from_ref(&elf)).map_err(|e| e.to_string())?;
+    maps.runtime_address(&libc.path, found[0].file_offset)
+        .ok_or_else(|| format!("libc's {name} is not mapped"))
 }
 
 /// The child's memory, for the plan runner.

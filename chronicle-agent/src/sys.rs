@@ -22,16 +22,8 @@ pub struct HeldChild {
 
 /// Forks a child that execs `program` with `args` once released.
 pub fn spawn_held(program: &OsStr, args: &[&OsStr]) -> io::Result<HeldChild> {
-    let to_cstring = |s: &OsStr| {
-        CString::new(s.as_bytes()).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte")
-        })
-    };
-    let program_c = to_cstring(program)?;
-    let mut argv_c = vec![program_c.clone()];
-    for arg in args {
-        argv_c.push(to_cstring(arg)?);
-    }
+    let argv_c = argv(program, args)?;
+    let program_c = &argv_c[0];
     let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
 
@@ -97,6 +89,18 @@ impl Drop for HeldChild {
             let _ = wait(self.pid, true);
         }
     }
+}
+
+/// `program` and `args` as C strings, for `execv`.
+fn argv(program: &OsStr, args: &[&OsStr]) -> io::Result<Vec<CString>> {
+    std::iter::once(program)
+        .chain(args.iter().copied())
+        .map(|s| {
+            CString::new(s.as_bytes()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte")
+            })
+        })
+        .collect()
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -264,16 +268,8 @@ pub type FpRegs = libc::user_fpregs_struct;
 /// returns once the child is stopped at its `exec` (before the dynamic loader ran). The
 /// child is killed if we die (`PTRACE_O_EXITKILL`).
 pub fn spawn_traced(program: &OsStr, args: &[&OsStr]) -> io::Result<u32> {
-    let to_cstring = |s: &OsStr| {
-        CString::new(s.as_bytes()).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, "argument contains a NUL byte")
-        })
-    };
-    let program_c = to_cstring(program)?;
-    let mut argv_c = vec![program_c.clone()];
-    for arg in args {
-        argv_c.push(to_cstring(arg)?);
-    }
+    let argv_c = argv(program, args)?;
+    let program_c = &argv_c[0];
     let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let dev_null = c"/dev/null";

@@ -95,21 +95,18 @@ fn c_types(opt: Opt, test: &str) {
         return;
     }
     let shapes = build_c("shapes", opt);
-    let db = capture(
-        test,
-        &shapes,
-        &[
-            "order_total",
-            "make_pair",
-            "make_big",
-            "sum_pair",
-            "sum_big",
-            "list_len",
-            "widths",
-            "read_number",
-            "status_name",
-        ],
-    );
+    let functions = [
+        "order_total",
+        "make_pair",
+        "make_big",
+        "sum_pair",
+        "sum_big",
+        "list_len",
+        "widths",
+        "read_number",
+        "status_name",
+    ];
+    let db = capture(test, &shapes, &functions);
     check(
         &db,
         "order_total",
@@ -178,21 +175,7 @@ fn c_types(opt: Opt, test: &str) {
         json!({"s": "CANCELLED", "codes": "abc"}),
         json!("cancelled"),
     );
-    replays_cleanly(
-        &db,
-        &shapes,
-        &[
-            "order_total",
-            "make_pair",
-            "make_big",
-            "sum_pair",
-            "sum_big",
-            "list_len",
-            "widths",
-            "read_number",
-            "status_name",
-        ],
-    );
+    replays_cleanly(&db, &shapes, &functions);
 }
 
 #[test]
@@ -232,22 +215,19 @@ fn rust_types(opt: Opt, test: &str) {
         return;
     }
     let kinds = chronicle_tests::build_rust("kinds", opt);
-    let db = capture(
-        test,
-        &kinds,
-        &[
-            "kinds::greet",
-            "kinds::total",
-            "kinds::checkout",
-            "kinds::area",
-            "kinds::sum",
-            "kinds::boxed",
-            "kinds::maybe",
-            "kinds::pair",
-            "kinds::letters",
-            "kinds::owned",
-        ],
-    );
+    let functions = [
+        "kinds::greet",
+        "kinds::total",
+        "kinds::checkout",
+        "kinds::area",
+        "kinds::sum",
+        "kinds::boxed",
+        "kinds::maybe",
+        "kinds::pair",
+        "kinds::letters",
+        "kinds::owned",
+    ];
+    let db = capture(test, &kinds, &functions);
     check(
         &db,
         "kinds::greet",
@@ -321,22 +301,7 @@ fn rust_types(opt: Opt, test: &str) {
         json!("É"),
     );
     check(&db, "kinds::owned", json!({"tags": ["x", "yz"]}), json!(3));
-    replays_cleanly(
-        &db,
-        &kinds,
-        &[
-            "kinds::greet",
-            "kinds::total",
-            "kinds::checkout",
-            "kinds::area",
-            "kinds::sum",
-            "kinds::boxed",
-            "kinds::maybe",
-            "kinds::pair",
-            "kinds::letters",
-            "kinds::owned",
-        ],
-    );
+    replays_cleanly(&db, &kinds, &functions);
 }
 
 #[test]
@@ -356,18 +321,15 @@ fn cpp_types(opt: Opt, test: &str) {
     let store = chronicle_tests::build_cpp("store", opt);
     let area_point = "store::area(store::Point const&)";
     let area_ints = "store::area(int, int)";
-    let db = capture(
-        test,
-        &store,
-        &[
-            "store::Account::projected",
-            "store::Account::describe",
-            area_point,
-            area_ints,
-            "store::shift",
-            "store::shout",
-        ],
-    );
+    let functions = [
+        "store::Account::projected",
+        "store::Account::describe",
+        area_point,
+        area_ints,
+        "store::shift",
+        "store::shout",
+    ];
+    let db = capture(test, &store, &functions);
     let grace = json!({"id_": 42, "owner_": "Grace Hopper", "tier_": "Gold", "balance_": 1000});
     check(
         &db,
@@ -392,18 +354,7 @@ fn cpp_types(opt: Opt, test: &str) {
     check(&db, "store::shout", json!({"s": "hey"}), json!("HEY!"));
     // `shout` takes and returns std::string by value: through hidden pointers, because the
     // class has a destructor.
-    replays_cleanly(
-        &db,
-        &store,
-        &[
-            "store::Account::projected",
-            "store::Account::describe",
-            area_point,
-            area_ints,
-            "store::shift",
-            "store::shout",
-        ],
-    );
+    replays_cleanly(&db, &store, &functions);
 }
 
 #[test]

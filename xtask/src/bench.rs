@@ -84,12 +84,7 @@ fn capture(args: &Args, rate: f64) -> Result<()> {
         "the capture benchmark attaches eBPF probes: run it as root"
     );
     let root = workspace_root();
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "-p", "chronicle-cli"])
-        .current_dir(&root)
-        .status()?;
-    ensure!(status.success(), "building chronicle failed");
-    let chronicle = root.join("target/release/chronicle");
+    let chronicle = release_cli()?;
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
     println!(
@@ -214,6 +209,17 @@ fn symbols(args: &Args) -> Result<()> {
         println!("{label:<44} {secs:>10.2} {:>12.0}", kb / 1024.0);
     }
     Ok(())
+}
+
+/// Builds the release `chronicle` binary; returns its path.
+fn release_cli() -> Result<std::path::PathBuf> {
+    let root = workspace_root();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "-p", "chronicle-cli"])
+        .current_dir(&root)
+        .status()?;
+    ensure!(status.success(), "building chronicle failed");
+    Ok(root.join("target/release/chronicle"))
 }
 
 fn median(runs: usize, mut f: impl FnMut() -> Result<u64>) -> Result<u64> {

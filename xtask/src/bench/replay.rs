@@ -74,12 +74,7 @@ fn spec(
 
 pub fn run(args: &Args) -> Result<()> {
     let root = workspace_root();
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "-p", "chronicle-cli"])
-        .current_dir(&root)
-        .status()?;
-    ensure!(status.success(), "building chronicle failed");
-    let chronicle = root.join("target/release/chronicle");
+    let chronicle = super::release_cli()?;
     let dir = root.join("target/bench/replay");
     std::fs::create_dir_all(&dir)?;
     let fixtures = root.join("tests/fixtures/replay");
