@@ -14,6 +14,7 @@ pub mod record;
 pub mod redact;
 pub mod sampling;
 pub mod storage;
+pub mod testgen;
 pub mod time;
 pub mod writer;
 
