@@ -21,6 +21,7 @@ enum Command {
     Attach(cmd::attach::Args),
     Functions(cmd::functions::Args),
     Export(cmd::export::Args),
+    GenerateTests(cmd::generate_tests::Args),
     Symbols(cmd::symbols::Args),
     Cleanup(cmd::cleanup::Args),
 }
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         Command::Attach(args) => cmd::attach::run(args),
         Command::Functions(args) => cmd::functions::run(args),
         Command::Export(args) => cmd::export::run(args),
+        Command::GenerateTests(args) => cmd::generate_tests::run(args),
         Command::Symbols(args) => cmd::symbols::run(args),
         Command::Cleanup(args) => cmd::cleanup::run(args),
     };

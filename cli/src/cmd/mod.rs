@@ -4,6 +4,7 @@ pub mod attach;
 pub mod cleanup;
 pub mod export;
 pub mod functions;
+pub mod generate_tests;
 pub mod symbols;
 
 use std::path::PathBuf;
