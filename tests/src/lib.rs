@@ -327,3 +327,150 @@ pub fn build_id(binary: &Path) -> String {
         .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_owned))
         .expect("binary has a build id")
 }
+
+/// A build of the orders service of `tests/fixtures/replay/` (the replay and test-generation
+/// fixtures).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrdersVariant {
+    /// `orders_v1`: what ran when the calls were captured.
+    V1,
+    /// `orders_v2`: a refactor with the same behaviour.
+    V2,
+    /// `orders_v2` with a more expensive express fee (C: `-DEXPRESS_FEE=650`, Rust:
+    /// `--cfg changed`): `order_total` of express orders differs from v1.
+    V2Changed,
+    /// C only: `orders_v2` built with `-DCRASH_ON_EXPRESS` (`order_total` crashes on express
+    /// orders).
+    V2CrashOnExpress,
+    /// C only: `orders_v2` built with `-DHANG_ON_EXPRESS` (`order_total` never returns on
+    /// express orders).
+    V2HangOnExpress,
+}
+
+impl OrdersVariant {
+    /// Short name used in file names: `v1`, `v2`, `v2b`, `v2-crash`, `v2-hang`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OrdersVariant::V1 => "v1",
+            OrdersVariant::V2 => "v2",
+            OrdersVariant::V2Changed => "v2b",
+            OrdersVariant::V2CrashOnExpress => "v2-crash",
+            OrdersVariant::V2HangOnExpress => "v2-hang",
+        }
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            OrdersVariant::V1 => "orders_v1",
+            _ => "orders_v2",
+        }
+    }
+}
+
+/// A C build of the orders fixtures.
+#[derive(Clone, Debug)]
+pub struct OrdersC {
+    /// The service (`orders_service.c` linked with the object): prints `ready <pid>`, then
+    /// calls the orders functions in a loop; takes `--iterations N --interval-ms MS`.
+    pub service: PathBuf,
+    /// `orders_vX.o`, compiled with `-g -O2`: the functions alone, to link tests against.
+    pub object: PathBuf,
+}
+
+/// Builds (once per test binary) the C orders library object and the service linked with it:
+/// `gcc -g -O2 -c orders_vX.c -o X.o && gcc -g -O2 -o orders-c-X X.o orders_service.c`.
+pub fn build_orders_c(variant: OrdersVariant) -> OrdersC {
+    let dir = workspace().join("tests/fixtures/replay");
+    let name = variant.name();
+    let object = once(&format!("orders_c_object:{name}"), || {
+        let out = fixture_dir().join(format!("orders-c-{name}.o"));
+        let tmp = unique(&out);
+        let define = match variant {
+            OrdersVariant::V1 | OrdersVariant::V2 => None,
+            OrdersVariant::V2Changed => Some("-DEXPRESS_FEE=650"),
+            OrdersVariant::V2CrashOnExpress => Some("-DCRASH_ON_EXPRESS"),
+            OrdersVariant::V2HangOnExpress => Some("-DHANG_ON_EXPRESS"),
+        };
+        run_ok(
+            Command::new("gcc")
+                .args(["-g", "-O2", "-c"])
+                .args(define)
+                .arg(dir.join(format!("{}.c", variant.source())))
+                .arg("-o")
+                .arg(&tmp),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    });
+    let service = once(&format!("orders_c_service:{name}"), || {
+        let out = fixture_dir().join(format!("orders-c-{name}"));
+        let tmp = unique(&out);
+        run_ok(
+            Command::new("gcc")
+                .args(["-g", "-O2", "-o"])
+                .arg(&tmp)
+                .arg(&object)
+                .arg(dir.join("orders_service.c")),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    });
+    OrdersC { service, object }
+}
+
+/// A Rust build of the orders fixtures.
+#[derive(Clone, Debug)]
+pub struct OrdersRust {
+    /// The service (`orders_service.rs` linked with the rlib), as [`OrdersC::service`].
+    pub service: PathBuf,
+    /// `liborders-X.rlib` (crate `orders`), compiled with `-g -C opt-level=2`: pass it as
+    /// `--extern orders=PATH` to compile tests against it.
+    pub rlib: PathBuf,
+}
+
+/// Builds (once per test binary) the `orders` rlib and the Rust service linked with it.
+/// Panics for the C-only variants.
+pub fn build_orders_rust(variant: OrdersVariant) -> OrdersRust {
+    let dir = workspace().join("tests/fixtures/replay");
+    let name = variant.name();
+    let cfg = match variant {
+        OrdersVariant::V1 | OrdersVariant::V2 => None,
+        OrdersVariant::V2Changed => Some(["--cfg", "changed"]),
+        OrdersVariant::V2CrashOnExpress | OrdersVariant::V2HangOnExpress => {
+            panic!("the Rust orders fixture has no {name} build")
+        }
+    };
+    let rustc = || Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
+    let common = ["--edition", "2024", "-g", "-C", "opt-level=2"];
+    let rlib = once(&format!("orders_rust_rlib:{name}"), || {
+        let out = fixture_dir().join(format!("liborders-{name}.rlib"));
+        let tmp = unique(&out);
+        run_ok(
+            rustc()
+                .args(common)
+                .args(["--crate-type", "rlib", "--crate-name", "orders"])
+                .args(cfg.iter().flatten())
+                .arg("-o")
+                .arg(&tmp)
+                .arg(dir.join(format!("{}.rs", variant.source()))),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    });
+    let service = once(&format!("orders_rust_service:{name}"), || {
+        let out = fixture_dir().join(format!("orders-rs-{name}"));
+        let tmp = unique(&out);
+        run_ok(
+            rustc()
+                .args(common)
+                .arg("--extern")
+                .arg(format!("orders={}", rlib.display()))
+                .arg("-o")
+                .arg(&tmp)
+                .arg(dir.join("orders_service.rs")),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    });
+    OrdersRust { service, rlib }
+}
