@@ -136,7 +136,10 @@ pub enum TestGenError {
         total: usize,
         why: String,
     },
-    #[error("reading {}", path.display())]
+    #[error(
+        "cannot read {} (pass the function's binary with --binary PATH, or use --lang spec)",
+        path.display()
+    )]
     Elf {
         path: PathBuf,
         #[source]
