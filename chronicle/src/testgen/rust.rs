@@ -865,6 +865,68 @@ mod tests {
         );
     }
 
+    /// Types without a literal form fall back to serde_json, and the test still compares.
+    #[test]
+    fn unrenderable_values_are_deserialised_and_still_compared() {
+        let mut a = Arena(Types::default());
+        let map = a.add(
+            "std::collections::hash::map::HashMap<u32, u32>",
+            48,
+            TypeKind::Unknown,
+        );
+        let by_ref = a.reference("&std::collections::hash::map::HashMap<u32, u32>", map);
+        let param = |name: &str, ty| chronicle_symbols::Param {
+            name: name.into(),
+            ty,
+            type_name: String::new(),
+            location: None,
+            artificial: false,
+        };
+        let sig = Signature {
+            name: "merge".into(),
+            linkage_name: None,
+            language: Language::Rust,
+            low_pc: 0,
+            high_pc: None,
+            prologue_end: None,
+            frame_base: None,
+            params: vec![param("counts", by_ref)],
+            ret: Some(map),
+            ret_type_name: None,
+            variadic: false,
+            inlined: false,
+            types: a.0,
+        };
+        let mut r = crate::storage::story::record("stats::merge", 0, 10);
+        r.id = Some(9);
+        r.args = vec![("counts".into(), Value::Struct(vec![]))];
+        r.ret = Some(Value::Array(vec![]));
+        let target = Target {
+            function: "stats::merge",
+            binary: Path::new("/bin/stats"),
+            link: &[],
+        };
+        let rendered = render(&target, &sig, &[&r], Path::new("stats_merge_test.rs"));
+        let helper = rendered.text.find("\n/// Asserts that `actual`").unwrap();
+        let test = rendered.text.find("\n/// Call 9").unwrap();
+        assert_eq!(&rendered.text[helper..test], JSON_HELPER);
+        assert_eq!(
+            &rendered.text[test..],
+            r####"
+/// Call 9, captured 2026-11-26T19:30:01Z (status `ok`).
+#[test]
+fn call_9() {
+    // `counts` is the captured JSON (counts: type `std::collections::hash::map::HashMap<u32, u32>` has no literal form here); it needs `serde::Deserialize` on its type and `serde_json`.
+    // the expected value is the captured JSON (return: type `std::collections::hash::map::HashMap<u32, u32>` has no literal form here); it needs `serde::Deserialize` on the return type and `serde_json`.
+    assert_eq_json(
+        stats::merge(&serde_json::from_str(r#"{}"#).expect("the captured value deserialises")),
+        r#"[]"#,
+    );
+}
+"####
+        );
+    }
+
     #[test]
     fn raw_strings_outlast_their_content() {
         assert_eq!(raw_string(r#"{"a": 1}"#), r###"r#"{"a": 1}"#"###);
