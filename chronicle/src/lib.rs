@@ -15,6 +15,7 @@ pub mod redact;
 pub mod replay;
 pub mod sampling;
 pub mod storage;
+pub mod testgen;
 pub mod time;
 pub mod writer;
 

@@ -22,6 +22,7 @@ enum Command {
     Functions(cmd::functions::Args),
     Export(cmd::export::Args),
     Replay(cmd::replay::Args),
+    GenerateTests(cmd::generate_tests::Args),
     Symbols(cmd::symbols::Args),
     Cleanup(cmd::cleanup::Args),
 }
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
         Command::Functions(args) => cmd::functions::run(args),
         Command::Export(args) => cmd::export::run(args),
         Command::Replay(args) => cmd::replay::run(args),
+        Command::GenerateTests(args) => cmd::generate_tests::run(args),
         Command::Symbols(args) => cmd::symbols::run(args),
         Command::Cleanup(args) => cmd::cleanup::run(args),
     };

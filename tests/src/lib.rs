@@ -139,122 +139,6 @@ pub fn build_ledger() -> (PathBuf, PathBuf) {
     (app, lib)
 }
 
-/// One build of the orders service of the replay tests (`tests/fixtures/replay`).
-#[derive(Clone, Debug)]
-pub struct OrdersBuild {
-    /// The service executable.
-    pub service: PathBuf,
-    /// What tests link or load the functions from: the C object file, or the Rust rlib of
-    /// crate `orders`.
-    pub lib: PathBuf,
-}
-
-/// Builds the C orders service. `variant`: `v1` (what production ran), `v2` (a refactor,
-/// same behaviour), `v2b` (the express fee changed), `v2-crash` / `v2-hang` (express
-/// orders crash / never return).
-pub fn build_orders_c(variant: &str) -> OrdersBuild {
-    let key = format!("build_orders_c:{variant}");
-    let service = once(&key, || {
-        let dir = workspace().join("tests/fixtures/replay");
-        let (src, defines): (&str, &[&str]) = match variant {
-            "v1" => ("orders_v1.c", &[]),
-            "v2" => ("orders_v2.c", &[]),
-            "v2b" => ("orders_v2.c", &["-DEXPRESS_FEE=650"]),
-            "v2-crash" => ("orders_v2.c", &["-DCRASH_ON_EXPRESS"]),
-            "v2-hang" => ("orders_v2.c", &["-DHANG_ON_EXPRESS"]),
-            other => panic!("no C orders variant {other}"),
-        };
-        let object = fixture_dir().join(format!("orders-c-{variant}.o"));
-        let tmp = unique(&object);
-        run_ok(
-            Command::new("cc")
-                .args(["-g", "-O2", "-fPIC", "-c", "-o"])
-                .arg(&tmp)
-                .args(defines)
-                .arg(dir.join(src)),
-        );
-        std::fs::rename(&tmp, &object).expect("move fixture into place");
-        let out = fixture_dir().join(format!("orders-c-{variant}"));
-        let tmp = unique(&out);
-        run_ok(
-            Command::new("cc")
-                .args(["-g", "-O2", "-o"])
-                .arg(&tmp)
-                .arg(&object)
-                .arg(dir.join("orders_service.c")),
-        );
-        std::fs::rename(&tmp, &out).expect("move fixture into place");
-        out
-    });
-    OrdersBuild {
-        lib: service.with_extension("o"),
-        service,
-    }
-}
-
-/// Builds the C orders functions of `variant` as a shared library.
-pub fn build_orders_c_so(variant: &str) -> PathBuf {
-    let object = build_orders_c(variant).lib;
-    once(&format!("build_orders_c_so:{variant}"), || {
-        let out = fixture_dir().join(format!("liborders-c-{variant}.so"));
-        let tmp = unique(&out);
-        run_ok(
-            Command::new("cc")
-                .args(["-g", "-shared", "-o"])
-                .arg(&tmp)
-                .arg(&object),
-        );
-        std::fs::rename(&tmp, &out).expect("move fixture into place");
-        out
-    })
-}
-
-/// Builds the Rust orders service: crate `orders` from `orders_v1.rs` (`v1`),
-/// `orders_v2.rs` (`v2`) or `orders_v2.rs --cfg changed` (`v2b`), and the service using it.
-pub fn build_orders_rust(variant: &str) -> OrdersBuild {
-    let key = format!("build_orders_rust:{variant}");
-    let service = once(&key, || {
-        let dir = workspace().join("tests/fixtures/replay");
-        let (src, cfg): (&str, &[&str]) = match variant {
-            "v1" => ("orders_v1.rs", &[]),
-            "v2" => ("orders_v2.rs", &[]),
-            "v2b" => ("orders_v2.rs", &["--cfg", "changed"]),
-            other => panic!("no Rust orders variant {other}"),
-        };
-        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-        let rlib = fixture_dir().join(format!("liborders-rs-{variant}.rlib"));
-        let tmp = rlib.with_extension(format!("tmp{}.rlib", std::process::id()));
-        let common = ["--edition", "2024", "-g", "-C", "opt-level=2"];
-        run_ok(
-            Command::new(&rustc)
-                .args(common)
-                .args(["--crate-type", "rlib", "--crate-name", "orders"])
-                .args(cfg)
-                .arg("-o")
-                .arg(&tmp)
-                .arg(dir.join(src)),
-        );
-        std::fs::rename(&tmp, &rlib).expect("move fixture into place");
-        let out = fixture_dir().join(format!("orders-rs-{variant}"));
-        let tmp = unique(&out);
-        run_ok(
-            Command::new(&rustc)
-                .args(common)
-                .arg("--extern")
-                .arg(format!("orders={}", rlib.display()))
-                .arg("-o")
-                .arg(&tmp)
-                .arg(dir.join("orders_service.rs")),
-        );
-        std::fs::rename(&tmp, &out).expect("move fixture into place");
-        out
-    });
-    OrdersBuild {
-        lib: fixture_dir().join(format!("liborders-rs-{variant}.rlib")),
-        service,
-    }
-}
-
 /// A private path next to `out`: tests build the same fixture concurrently, and each moves
 /// its finished build into place atomically.
 fn unique(out: &Path) -> PathBuf {
@@ -442,4 +326,169 @@ pub fn build_id(binary: &Path) -> String {
         .lines()
         .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_owned))
         .expect("binary has a build id")
+}
+
+/// A build of the orders service of `tests/fixtures/replay/` (the replay and test-generation
+/// fixtures).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrdersVariant {
+    /// `orders_v1`: what ran when the calls were captured.
+    V1,
+    /// `orders_v2`: a refactor with the same behaviour.
+    V2,
+    /// `orders_v2` with a more expensive express fee (C: `-DEXPRESS_FEE=650`, Rust:
+    /// `--cfg changed`): `order_total` of express orders differs from v1.
+    V2Changed,
+    /// C only: `orders_v2` built with `-DCRASH_ON_EXPRESS` (`order_total` crashes on express
+    /// orders).
+    V2CrashOnExpress,
+    /// C only: `orders_v2` built with `-DHANG_ON_EXPRESS` (`order_total` never returns on
+    /// express orders).
+    V2HangOnExpress,
+}
+
+impl OrdersVariant {
+    /// Short name used in file names: `v1`, `v2`, `v2b`, `v2-crash`, `v2-hang`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OrdersVariant::V1 => "v1",
+            OrdersVariant::V2 => "v2",
+            OrdersVariant::V2Changed => "v2b",
+            OrdersVariant::V2CrashOnExpress => "v2-crash",
+            OrdersVariant::V2HangOnExpress => "v2-hang",
+        }
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            OrdersVariant::V1 => "orders_v1",
+            _ => "orders_v2",
+        }
+    }
+}
+
+/// A C build of the orders fixtures.
+#[derive(Clone, Debug)]
+pub struct OrdersC {
+    /// The service (`orders_service.c` linked with the object): prints `ready <pid>`, then
+    /// calls the orders functions in a loop; takes `--iterations N --interval-ms MS`.
+    pub service: PathBuf,
+    /// `orders_vX.o`, compiled with `-g -O2`: the functions alone, to link tests against.
+    pub object: PathBuf,
+}
+
+/// Builds (once per test binary) the C orders library object and the service linked with it:
+/// `gcc -g -O2 -c orders_vX.c -o X.o && gcc -g -O2 -o orders-c-X X.o orders_service.c`.
+pub fn build_orders_c(variant: OrdersVariant) -> OrdersC {
+    let dir = workspace().join("tests/fixtures/replay");
+    let name = variant.name();
+    let object = once(&format!("orders_c_object:{name}"), || {
+        let out = fixture_dir().join(format!("orders-c-{name}.o"));
+        let tmp = unique(&out);
+        let define = match variant {
+            OrdersVariant::V1 | OrdersVariant::V2 => None,
+            OrdersVariant::V2Changed => Some("-DEXPRESS_FEE=650"),
+            OrdersVariant::V2CrashOnExpress => Some("-DCRASH_ON_EXPRESS"),
+            OrdersVariant::V2HangOnExpress => Some("-DHANG_ON_EXPRESS"),
+        };
+        run_ok(
+            Command::new("gcc")
+                // -fPIC: the replay tests also link the object into a shared library.
+                .args(["-g", "-O2", "-fPIC", "-c"])
+                .args(define)
+                .arg(dir.join(format!("{}.c", variant.source())))
+                .arg("-o")
+                .arg(&tmp),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    });
+    let service = once(&format!("orders_c_service:{name}"), || {
+        let out = fixture_dir().join(format!("orders-c-{name}"));
+        let tmp = unique(&out);
+        run_ok(
+            Command::new("gcc")
+                .args(["-g", "-O2", "-o"])
+                .arg(&tmp)
+                .arg(&object)
+                .arg(dir.join("orders_service.c")),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    });
+    OrdersC { service, object }
+}
+
+/// The C orders functions of `variant` as a shared library (`liborders-c-X.so`).
+pub fn build_orders_c_so(variant: OrdersVariant) -> PathBuf {
+    let object = build_orders_c(variant).object;
+    once(&format!("orders_c_so:{}", variant.name()), || {
+        let out = fixture_dir().join(format!("liborders-c-{}.so", variant.name()));
+        let tmp = unique(&out);
+        run_ok(
+            Command::new("gcc")
+                .args(["-g", "-shared", "-o"])
+                .arg(&tmp)
+                .arg(&object),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    })
+}
+
+/// A Rust build of the orders fixtures.
+#[derive(Clone, Debug)]
+pub struct OrdersRust {
+    /// The service (`orders_service.rs` linked with the rlib), as [`OrdersC::service`].
+    pub service: PathBuf,
+    /// `liborders-X.rlib` (crate `orders`), compiled with `-g -C opt-level=2`: pass it as
+    /// `--extern orders=PATH` to compile tests against it.
+    pub rlib: PathBuf,
+}
+
+/// Builds (once per test binary) the `orders` rlib and the Rust service linked with it.
+/// Panics for the C-only variants.
+pub fn build_orders_rust(variant: OrdersVariant) -> OrdersRust {
+    let dir = workspace().join("tests/fixtures/replay");
+    let name = variant.name();
+    let cfg = match variant {
+        OrdersVariant::V1 | OrdersVariant::V2 => None,
+        OrdersVariant::V2Changed => Some(["--cfg", "changed"]),
+        OrdersVariant::V2CrashOnExpress | OrdersVariant::V2HangOnExpress => {
+            panic!("the Rust orders fixture has no {name} build")
+        }
+    };
+    let rustc = || Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()));
+    let common = ["--edition", "2024", "-g", "-C", "opt-level=2"];
+    let rlib = once(&format!("orders_rust_rlib:{name}"), || {
+        let out = fixture_dir().join(format!("liborders-{name}.rlib"));
+        let tmp = unique(&out);
+        run_ok(
+            rustc()
+                .args(common)
+                .args(["--crate-type", "rlib", "--crate-name", "orders"])
+                .args(cfg.iter().flatten())
+                .arg("-o")
+                .arg(&tmp)
+                .arg(dir.join(format!("{}.rs", variant.source()))),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    });
+    let service = once(&format!("orders_rust_service:{name}"), || {
+        let out = fixture_dir().join(format!("orders-rs-{name}"));
+        let tmp = unique(&out);
+        run_ok(
+            rustc()
+                .args(common)
+                .arg("--extern")
+                .arg(format!("orders={}", rlib.display()))
+                .arg("-o")
+                .arg(&tmp)
+                .arg(dir.join("orders_service.rs")),
+        );
+        std::fs::rename(&tmp, &out).expect("move fixture into place");
+        out
+    });
+    OrdersRust { service, rlib }
 }

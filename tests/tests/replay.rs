@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use chronicle_tests::OrdersVariant::{V1, V2, V2Changed, V2CrashOnExpress, V2HangOnExpress};
 use chronicle_tests::{
     Running, bpf_available, build_orders_c, build_orders_c_so, build_orders_rust, chronicle,
     chronicle_ok, export, scratch,
@@ -108,7 +109,7 @@ fn c_service_replays_on_a_refactor_and_catches_a_changed_fee() {
     }
     let functions = ["order_total", "order_tier", "make_quote", "shipping_zone"];
     let db = capture(
-        &build_orders_c("v1").service,
+        &build_orders_c(V1).service,
         &[&functions[..], &["with_tax"]].concat(),
         "replay-c",
     );
@@ -121,13 +122,13 @@ fn c_service_replays_on_a_refactor_and_catches_a_changed_fee() {
         json!({"subtotal": 18750, "discount_pct": 5})
     );
 
-    let v2 = build_orders_c("v2").service;
+    let v2 = build_orders_c(V2).service;
     for f in functions {
         check_all_pass(&db, f, &v2);
     }
 
     // v2b charges 650 instead of 500 for express orders: exactly those calls fail.
-    let v2b = build_orders_c("v2b").service;
+    let v2b = build_orders_c(V2Changed).service;
     let (report, code) = replay(&db, "order_total", &v2b, &[]);
     assert_eq!(code, 1, "a failed call makes the exit status 1");
     let express = express_ids(&db, "order_total", "o", |e| e == &json!(1));
@@ -190,7 +191,7 @@ fn c_service_replays_on_a_refactor_and_catches_a_changed_fee() {
     let (report, code) = replay(
         &db,
         "order_total",
-        &build_orders_c("v2-crash").service,
+        &build_orders_c(V2CrashOnExpress).service,
         &["--limit", "8"],
     );
     assert_eq!(code, 1);
@@ -209,7 +210,7 @@ fn c_service_replays_on_a_refactor_and_catches_a_changed_fee() {
     let (report, _) = replay(
         &db,
         "order_total",
-        &build_orders_c("v2-hang").service,
+        &build_orders_c(V2HangOnExpress).service,
         &["--limit", "4", "--timeout-ms", "200"],
     );
     assert_eq!(counts(&report), (2, 0, 2, 0), "{report:#}");
@@ -229,11 +230,11 @@ fn c_service_replays_on_a_refactor_and_catches_a_changed_fee() {
     let (report, _) = replay(
         &db,
         "order_total",
-        &build_orders_c_so("v2b"),
+        &build_orders_c_so(V2Changed),
         &["--limit", "8"],
     );
     assert_eq!(counts(&report), (4, 4, 0, 0), "{report:#}");
-    let (report, _) = replay(&db, "shipping_zone", &build_orders_c_so("v2"), &[]);
+    let (report, _) = replay(&db, "shipping_zone", &build_orders_c_so(V2), &[]);
     assert_eq!(counts(&report).0, export(&db, "shipping_zone").len() as u64);
 
     // A spec file (the export format) replays like the store.
@@ -322,7 +323,7 @@ fn rust_service_replays_on_a_refactor_and_catches_a_changed_fee() {
         "orders::quote",
         "orders::label",
     ];
-    let db = capture(&build_orders_rust("v1").service, &functions, "replay-rust");
+    let db = capture(&build_orders_rust(V1).service, &functions, "replay-rust");
 
     // `Result` returns decode exactly; `Err` is status error.
     let quotes: Vec<Value> = export(&db, "orders::quote")[..4]
@@ -339,12 +340,12 @@ fn rust_service_replays_on_a_refactor_and_catches_a_changed_fee() {
         ]
     );
 
-    let v2 = build_orders_rust("v2").service;
+    let v2 = build_orders_rust(V2).service;
     for f in functions {
         check_all_pass(&db, f, &v2);
     }
 
-    let v2b = build_orders_rust("v2b").service;
+    let v2b = build_orders_rust(V2Changed).service;
     let (report, code) = replay(&db, "orders::order_total", &v2b, &[]);
     assert_eq!(code, 1);
     let express = express_ids(&db, "orders::order_total", "order", |e| e == &json!(true));

@@ -4,6 +4,7 @@ pub mod attach;
 pub mod cleanup;
 pub mod export;
 pub mod functions;
+pub mod generate_tests;
 pub mod replay;
 pub mod symbols;
 
