@@ -421,6 +421,27 @@ mod tests {
             fn keep_newest(&mut self, _: &str, _: u64) -> Result<u64, StorageError> {
                 unreachable!()
             }
+            fn call_stats(
+                &self,
+                _: &RecordQuery,
+            ) -> Result<crate::storage::CallStats, StorageError> {
+                unreachable!()
+            }
+            fn call_volume(
+                &self,
+                _: &RecordQuery,
+                _: std::time::Duration,
+            ) -> Result<Vec<(std::time::SystemTime, u64)>, StorageError> {
+                unreachable!()
+            }
+            fn changed_outputs(
+                &self,
+                _: &RecordQuery,
+                _: &RecordQuery,
+                _: usize,
+            ) -> Result<Vec<crate::storage::ChangedOutput>, StorageError> {
+                unreachable!()
+            }
         };
     }
 

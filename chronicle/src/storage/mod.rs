@@ -49,6 +49,28 @@ pub trait Storage: Send {
 
     /// Deletes all but the `keep` newest records of `function`; returns how many.
     fn keep_newest(&mut self, function: &str, keep: u64) -> Result<u64, StorageError>;
+
+    /// Counts, duration percentiles and the [`OUTCOME_GROUPS`] most common outcomes of the
+    /// calls `query` selects (its order and limit do not apply).
+    fn call_stats(&self, query: &RecordQuery) -> Result<CallStats, StorageError>;
+
+    /// Calls per `bucket` of time (start of the bucket, calls), oldest first; empty buckets
+    /// are left out.
+    fn call_volume(
+        &self,
+        query: &RecordQuery,
+        bucket: std::time::Duration,
+    ) -> Result<Vec<(SystemTime, u64)>, StorageError>;
+
+    /// Argument lists seen in both `before` and `after` whose outcome (status and return
+    /// value) in one set never occurs for them in the other: each such pair of outcomes, the
+    /// newest first, at most `limit` of them.
+    fn changed_outputs(
+        &self,
+        before: &RecordQuery,
+        after: &RecordQuery,
+        limit: usize,
+    ) -> Result<Vec<ChangedOutput>, StorageError>;
 }
 
 /// An alert read back: `(timestamp_ns, function, kind, key, limit, message)`.
@@ -99,9 +121,64 @@ pub struct RecordQuery {
     pub since: Option<SystemTime>,
     /// Only calls that started before this instant.
     pub until: Option<SystemTime>,
-    /// At most this many records: the oldest that match.
+    /// Only calls of a binary with this build ID.
+    pub build_id: Option<String>,
+    /// Which records come first (and which `limit` keeps).
+    pub order: RecordOrder,
+    /// At most this many records, the first in `order`.
     pub limit: Option<usize>,
 }
+
+/// The order of [`Storage::records`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordOrder {
+    /// Oldest first (ties in order of insertion).
+    #[default]
+    Oldest,
+    /// Newest first.
+    Newest,
+    /// Longest duration first; calls that never returned last.
+    Slowest,
+}
+
+/// Counts, latencies and outcomes of a set of calls (see [`Storage::call_stats`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CallStats {
+    pub calls: u64,
+    pub errors: u64,
+    pub unwound: u64,
+    /// Duration percentiles of the calls that returned (`ok` or `error`).
+    pub p50_ns: Option<u64>,
+    pub p90_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+    pub first_seen: Option<SystemTime>,
+    pub last_seen: Option<SystemTime>,
+    /// The most common outcomes (status and return value), most frequent first.
+    pub outcomes: Vec<OutcomeGroup>,
+}
+
+/// Calls that ended the same way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutcomeGroup {
+    pub status: Status,
+    pub ret: Option<crate::Value>,
+    pub count: u64,
+    /// The ID of the newest such call.
+    pub example_id: i64,
+}
+
+/// The same arguments giving different outcomes in two sets of calls.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangedOutput {
+    pub args: Vec<(String, crate::Value)>,
+    /// `(status, return value, newest call ID)` in the first set, then in the second.
+    pub before: (Status, Option<crate::Value>, i64),
+    pub after: (Status, Option<crate::Value>, i64),
+}
+
+/// How many outcome groups [`Storage::call_stats`] returns.
+pub const OUTCOME_GROUPS: usize = 10;
 
 /// What the store knows about one function.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -302,11 +379,70 @@ fn closest(query: &str, known: &[String]) -> Vec<String> {
 /// that at least `p`% of the values are less than or equal to.
 pub(crate) fn percentile(sorted: &[u64], p: u32) -> Option<u64> {
     debug_assert!(sorted.is_sorted());
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (sorted.len() * p as usize).div_ceil(100).max(1);
-    Some(sorted[rank - 1])
+    let rank = percentile_rank(sorted.len() as u64, p)?;
+    Some(sorted[rank as usize - 1])
+}
+
+/// The 1-based nearest rank of percentile `p` among `n` sorted values.
+pub(crate) fn percentile_rank(n: u64, p: u32) -> Option<u64> {
+    (n > 0).then(|| (n * u64::from(p)).div_ceil(100).max(1))
+}
+
+/// An outcome group from its stored columns.
+pub(crate) fn outcome_group(
+    status: &str,
+    ret: Option<&str>,
+    count: u64,
+    example_id: i64,
+) -> Result<OutcomeGroup, StorageError> {
+    let (status, ret) = stored_outcome(status, ret, example_id)?;
+    Ok(OutcomeGroup {
+        status,
+        ret,
+        count,
+        example_id,
+    })
+}
+
+fn stored_outcome(
+    status: &str,
+    ret: Option<&str>,
+    id: i64,
+) -> Result<(Status, Option<crate::Value>), StorageError> {
+    let corrupt = |column| move |source| StorageError::Corrupt { id, column, source };
+    let parsed = Status::parse(status).ok_or_else(|| {
+        corrupt("status")(DecodeError::Unexpected {
+            expected: "ok, error or unwound",
+            found: status.to_owned(),
+        })
+    })?;
+    let ret = ret
+        .map(codec::decode_value)
+        .transpose()
+        .map_err(corrupt("ret"))?;
+    Ok((parsed, ret))
+}
+
+/// A changed output from its stored columns: the arguments, then `(status, ret, id)` of
+/// each side.
+pub(crate) fn changed_output(
+    args: &str,
+    before: (String, Option<String>, i64),
+    after: (String, Option<String>, i64),
+) -> Result<ChangedOutput, StorageError> {
+    let id = after.2;
+    let args = codec::decode_fields(args).map_err(|source| StorageError::Corrupt {
+        id,
+        column: "args",
+        source,
+    })?;
+    let (s1, r1) = stored_outcome(&before.0, before.1.as_deref(), before.2)?;
+    let (s2, r2) = stored_outcome(&after.0, after.1.as_deref(), after.2)?;
+    Ok(ChangedOutput {
+        args,
+        before: (s1, r1, before.2),
+        after: (s2, r2, after.2),
+    })
 }
 
 #[cfg(test)]

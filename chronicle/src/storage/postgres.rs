@@ -27,7 +27,10 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, Config, GenericClient, NoTls};
 
 use super::codec::{EncodedRecord, StoredRecord};
-use super::{FunctionSummary, RecordQuery, Storage, StorageError, percentile};
+use super::{
+    CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder, RecordQuery, Storage,
+    StorageError, changed_output, outcome_group, percentile, percentile_rank,
+};
 use crate::limits::Alert;
 use crate::record::CallRecord;
 use crate::time;
@@ -38,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_initial.sql"),
     include_str!("../../migrations/postgres/0002_after_values.sql"),
     include_str!("../../migrations/postgres/0003_alerts.sql"),
+    include_str!("../../migrations/postgres/0004_analysis_indexes.sql"),
 ];
 
 /// Created by [`migrate`] before the first migration, so that it can be read before any.
@@ -375,6 +379,56 @@ fn count(n: i64) -> u64 {
 }
 
 /// An instant as stored; one beyond what the store can hold is before or after every record.
+/// Query parameters owned until the query runs, numbered `$1`, `$2`, ...
+#[derive(Default)]
+struct Params(Vec<Box<dyn ToSql + Sync>>);
+
+impl Params {
+    /// Adds a parameter; returns its placeholder.
+    fn push(&mut self, value: impl ToSql + Sync + 'static) -> String {
+        self.0.push(Box::new(value));
+        format!("${}", self.0.len())
+    }
+
+    /// ` WHERE ...` (or nothing) selecting what `query` asks for.
+    fn filter(&mut self, query: &RecordQuery) -> String {
+        let mut conditions = Vec::new();
+        if let Some(function) = &query.function {
+            conditions.push(format!("function = {}", self.push(function.clone())));
+        }
+        if let Some(status) = query.status {
+            conditions.push(format!(
+                "status = {}",
+                self.push(status.as_str().to_owned())
+            ));
+        }
+        if let Some(build_id) = &query.build_id {
+            conditions.push(format!("build_id = {}", self.push(build_id.clone())));
+        }
+        if let Some(since) = query.since {
+            conditions.push(format!(
+                "timestamp_ns >= {}",
+                self.push(nanos_clamped(since))
+            ));
+        }
+        if let Some(until) = query.until {
+            conditions.push(format!(
+                "timestamp_ns < {}",
+                self.push(nanos_clamped(until))
+            ));
+        }
+        if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        }
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.0.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect()
+    }
+}
+
 fn nanos_clamped(t: SystemTime) -> i64 {
     time::to_unix_nanos(t).unwrap_or(if t < UNIX_EPOCH { i64::MIN } else { i64::MAX })
 }
@@ -433,6 +487,161 @@ impl Storage for PostgresStorage {
             record.id = Some(id);
         }
         Ok(())
+    }
+
+    fn call_stats(&self, query: &RecordQuery) -> Result<CallStats, StorageError> {
+        let read = failed("summarizing calls");
+        let mut params = Params::default();
+        let filter = params.filter(query);
+        let returned = if filter.is_empty() {
+            " WHERE duration_ns IS NOT NULL AND status <> 'unwound'".to_owned()
+        } else {
+            format!("{filter} AND duration_ns IS NOT NULL AND status <> 'unwound'")
+        };
+        let mut client = self.connection()?;
+        let row = client
+            .query_one(
+                format!(
+                    "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'error'), \
+                     COUNT(*) FILTER (WHERE status = 'unwound'), MIN(timestamp_ns), \
+                     MAX(timestamp_ns), \
+                     COUNT(*) FILTER (WHERE duration_ns IS NOT NULL AND status <> 'unwound') \
+                     FROM records{filter}"
+                )
+                .as_str(),
+                &params.refs(),
+            )
+            .map_err(&read)?;
+        let count = |i: usize| row.get::<_, i64>(i).max(0) as u64;
+        let (calls, errors, unwound, n) = (count(0), count(1), count(2), count(5));
+        let first: Option<i64> = row.get(3);
+        let last: Option<i64> = row.get(4);
+        let mut at_rank = |p: u32| -> Result<Option<u64>, StorageError> {
+            let Some(rank) = percentile_rank(n, p) else {
+                return Ok(None);
+            };
+            let mut params = Params::default();
+            let returned = {
+                let _ = params.filter(query);
+                returned.clone()
+            };
+            let offset = params.push((rank - 1) as i64);
+            let row = client
+                .query_one(
+                    format!(
+                        "SELECT duration_ns FROM records{returned} \
+                         ORDER BY duration_ns LIMIT 1 OFFSET {offset}"
+                    )
+                    .as_str(),
+                    &params.refs(),
+                )
+                .map_err(&read)?;
+            Ok(Some(row.get::<_, i64>(0).max(0) as u64))
+        };
+        let (p50_ns, p90_ns, p99_ns, max_ns) =
+            (at_rank(50)?, at_rank(90)?, at_rank(99)?, at_rank(100)?);
+        let rows = client
+            .query(
+                format!(
+                    "SELECT status, ret, COUNT(*), MAX(id) FROM records{filter} \
+                     GROUP BY status, ret ORDER BY COUNT(*) DESC, MAX(id) DESC \
+                     LIMIT {OUTCOME_GROUPS}"
+                )
+                .as_str(),
+                &params.refs(),
+            )
+            .map_err(&read)?;
+        let outcomes = rows
+            .iter()
+            .map(|r| {
+                let status: String = r.get(0);
+                let ret: Option<String> = r.get(1);
+                outcome_group(&status, ret.as_deref(), r.get::<_, i64>(2) as u64, r.get(3))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(CallStats {
+            calls,
+            errors,
+            unwound,
+            p50_ns,
+            p90_ns,
+            p99_ns,
+            max_ns,
+            first_seen: first.map(time::from_unix_nanos),
+            last_seen: last.map(time::from_unix_nanos),
+            outcomes,
+        })
+    }
+
+    fn call_volume(
+        &self,
+        query: &RecordQuery,
+        bucket: Duration,
+    ) -> Result<Vec<(SystemTime, u64)>, StorageError> {
+        let read = failed("counting calls over time");
+        let mut params = Params::default();
+        let width = params.push(i64::try_from(bucket.as_nanos()).unwrap_or(i64::MAX).max(1));
+        let filter = params.filter(query);
+        let rows = self
+            .connection()?
+            .query(
+                format!(
+                    "SELECT (timestamp_ns / {width}::BIGINT) * {width}::BIGINT AS bucket, COUNT(*) \
+                     FROM records{filter} GROUP BY bucket ORDER BY bucket"
+                )
+                .as_str(),
+                &params.refs(),
+            )
+            .map_err(&read)?;
+        Ok(rows
+            .iter()
+            .map(|r| (time::from_unix_nanos(r.get(0)), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    fn changed_outputs(
+        &self,
+        before: &RecordQuery,
+        after: &RecordQuery,
+        limit: usize,
+    ) -> Result<Vec<ChangedOutput>, StorageError> {
+        let read = failed("comparing outcomes");
+        let mut params = Params::default();
+        let a = params.filter(before);
+        let b = params.filter(after);
+        let limit = params.push(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self
+            .connection()?
+            .query(
+                format!(
+                    "WITH a AS (SELECT args, status, ret, MAX(id) AS id FROM records{a} \
+                                GROUP BY args, status, ret), \
+                          b AS (SELECT args, status, ret, MAX(id) AS id FROM records{b} \
+                                GROUP BY args, status, ret) \
+                     SELECT a.args, a.status, a.ret, a.id, b.status, b.ret, b.id \
+                     FROM a JOIN b ON a.args = b.args \
+                     WHERE NOT EXISTS (SELECT 1 FROM b AS s WHERE s.args = a.args \
+                                       AND s.status = a.status \
+                                       AND s.ret IS NOT DISTINCT FROM a.ret) \
+                       AND NOT EXISTS (SELECT 1 FROM a AS s WHERE s.args = b.args \
+                                       AND s.status = b.status \
+                                       AND s.ret IS NOT DISTINCT FROM b.ret) \
+                     ORDER BY b.id DESC LIMIT {limit}::BIGINT"
+                )
+                .as_str(),
+                &params.refs(),
+            )
+            .map_err(&read)?;
+        rows.iter()
+            .map(|r| {
+                let args: String = r.get(0);
+                changed_output(
+                    &args,
+                    (r.get(1), r.get(2), r.get(3)),
+                    (r.get(4), r.get(5), r.get(6)),
+                )
+            })
+            .collect()
     }
 
     fn functions(&self) -> Result<Vec<FunctionSummary>, StorageError> {
@@ -499,39 +708,17 @@ impl Storage for PostgresStorage {
 
     fn records(&self, query: &RecordQuery) -> Result<Vec<CallRecord>, StorageError> {
         let read = failed("reading records");
-        let status = query.status.map(|status| status.as_str());
-        let since = query.since.map(nanos_clamped);
-        let until = query.until.map(nanos_clamped);
-        let limit = query.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-        let mut conditions = Vec::new();
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        if let Some(function) = &query.function {
-            params.push(function);
-            conditions.push(format!("function = ${}", params.len()));
-        }
-        if let Some(status) = &status {
-            params.push(status);
-            conditions.push(format!("status = ${}", params.len()));
-        }
-        if let Some(since) = &since {
-            params.push(since);
-            conditions.push(format!("timestamp_ns >= ${}", params.len()));
-        }
-        if let Some(until) = &until {
-            params.push(until);
-            conditions.push(format!("timestamp_ns < ${}", params.len()));
-        }
-        let mut sql = SELECT.to_owned();
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conditions.join(" AND "));
-        }
+        let mut params = Params::default();
+        let filter = params.filter(query);
+        let order = match query.order {
+            RecordOrder::Oldest => "timestamp_ns, id",
+            RecordOrder::Newest => "timestamp_ns DESC, id DESC",
+            RecordOrder::Slowest => "duration_ns DESC NULLS LAST, id",
+        };
         // LIMIT NULL means no limit.
-        params.push(&limit);
-        sql.push_str(&format!(
-            " ORDER BY timestamp_ns, id LIMIT ${}::BIGINT",
-            params.len()
-        ));
+        let limit = params.push(query.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)));
+        let sql = format!("{SELECT}{filter} ORDER BY {order} LIMIT {limit}::BIGINT");
+        let params = params.refs();
         let rows = self
             .connection()?
             .query(sql.as_str(), &params)

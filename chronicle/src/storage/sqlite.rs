@@ -11,7 +11,10 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params, params_from_iter};
 
 use super::codec::{EncodedRecord, StoredRecord};
-use super::{FunctionSummary, RecordQuery, Storage, StorageError, percentile};
+use super::{
+    CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder, RecordQuery, Storage,
+    StorageError, changed_output, outcome_group, percentile, percentile_rank,
+};
 use crate::limits::Alert;
 use crate::record::CallRecord;
 use crate::time;
@@ -23,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_after_values.sql"),
     include_str!("../../migrations/sqlite/0003_alerts.sql"),
+    include_str!("../../migrations/sqlite/0004_analysis_indexes.sql"),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -170,6 +174,44 @@ fn sqlite(operation: &'static str) -> impl Fn(rusqlite::Error) -> StorageError {
     move |source| StorageError::Sqlite { operation, source }
 }
 
+/// ` WHERE ...` (or nothing) selecting what `query` asks for, and its parameters.
+fn filter(query: &RecordQuery) -> (String, Vec<SqlValue>) {
+    let mut conditions = Vec::new();
+    let mut values = Vec::new();
+    if let Some(function) = &query.function {
+        conditions.push("function = ?");
+        values.push(SqlValue::Text(function.clone()));
+    }
+    if let Some(status) = query.status {
+        conditions.push("status = ?");
+        values.push(SqlValue::Text(status.as_str().to_owned()));
+    }
+    if let Some(build_id) = &query.build_id {
+        conditions.push("build_id = ?");
+        values.push(SqlValue::Text(build_id.clone()));
+    }
+    // An instant beyond what the store can hold is before or after every record.
+    let nanos = |t: SystemTime| {
+        time::to_unix_nanos(t).unwrap_or(if t < std::time::UNIX_EPOCH {
+            i64::MIN
+        } else {
+            i64::MAX
+        })
+    };
+    if let Some(since) = query.since {
+        conditions.push("timestamp_ns >= ?");
+        values.push(SqlValue::Integer(nanos(since)));
+    }
+    if let Some(until) = query.until {
+        conditions.push("timestamp_ns < ?");
+        values.push(SqlValue::Integer(nanos(until)));
+    }
+    if conditions.is_empty() {
+        return (String::new(), values);
+    }
+    (format!(" WHERE {}", conditions.join(" AND ")), values)
+}
+
 fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallRecord, StorageError> {
     let read = sqlite("reading records");
     StoredRecord {
@@ -299,43 +341,13 @@ impl Storage for SqliteStorage {
 
     fn records(&self, query: &RecordQuery) -> Result<Vec<CallRecord>, StorageError> {
         let read = sqlite("reading records");
-        let mut conditions = Vec::new();
-        let mut values = Vec::new();
-        if let Some(function) = &query.function {
-            conditions.push("function = ?");
-            values.push(SqlValue::Text(function.clone()));
-        }
-        if let Some(status) = query.status {
-            conditions.push("status = ?");
-            values.push(SqlValue::Text(status.as_str().to_owned()));
-        }
-        // An instant beyond what the store can hold is before or after every record.
-        if let Some(since) = query.since {
-            conditions.push("timestamp_ns >= ?");
-            values.push(SqlValue::Integer(time::to_unix_nanos(since).unwrap_or(
-                if since < std::time::UNIX_EPOCH {
-                    i64::MIN
-                } else {
-                    i64::MAX
-                },
-            )));
-        }
-        if let Some(until) = query.until {
-            conditions.push("timestamp_ns < ?");
-            values.push(SqlValue::Integer(time::to_unix_nanos(until).unwrap_or(
-                if until < std::time::UNIX_EPOCH {
-                    i64::MIN
-                } else {
-                    i64::MAX
-                },
-            )));
-        }
-        let mut sql = SELECT.to_owned();
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conditions.join(" AND "));
-        }
-        sql.push_str(" ORDER BY timestamp_ns, id LIMIT ?");
+        let (filter, mut values) = filter(query);
+        let order = match query.order {
+            RecordOrder::Oldest => "timestamp_ns, id",
+            RecordOrder::Newest => "timestamp_ns DESC, id DESC",
+            RecordOrder::Slowest => "duration_ns IS NULL, duration_ns DESC, id",
+        };
+        let sql = format!("{SELECT}{filter} ORDER BY {order} LIMIT ?");
         // A negative LIMIT means no limit in SQLite.
         values.push(SqlValue::Integer(
             query
@@ -350,6 +362,159 @@ impl Storage for SqliteStorage {
             records.push(decode_row(row)?);
         }
         Ok(records)
+    }
+
+    fn call_stats(&self, query: &RecordQuery) -> Result<CallStats, StorageError> {
+        let read = sqlite("summarizing calls");
+        let (filter, values) = filter(query);
+        let totals = format!(
+            "SELECT COUNT(*), COALESCE(SUM(status = 'error'), 0), \
+             COALESCE(SUM(status = 'unwound'), 0), MIN(timestamp_ns), MAX(timestamp_ns), \
+             COALESCE(SUM(duration_ns IS NOT NULL AND status != 'unwound'), 0) FROM records{filter}"
+        );
+        let (calls, errors, unwound, first, last, returned) = self
+            .conn
+            .prepare_cached(&totals)
+            .and_then(|mut s| {
+                s.query_row(params_from_iter(values.iter()), |row| {
+                    Ok((
+                        non_negative(row, 0)?,
+                        non_negative(row, 1)?,
+                        non_negative(row, 2)?,
+                        row.get::<_, Option<i64>>(3)?,
+                        row.get::<_, Option<i64>>(4)?,
+                        non_negative(row, 5)?,
+                    ))
+                })
+            })
+            .map_err(&read)?;
+        // Percentiles by rank with the (function, duration_ns) index: no full sort in memory.
+        let returned_filter = if filter.is_empty() {
+            " WHERE duration_ns IS NOT NULL AND status != 'unwound'".to_owned()
+        } else {
+            format!("{filter} AND duration_ns IS NOT NULL AND status != 'unwound'")
+        };
+        let nth = format!(
+            "SELECT duration_ns FROM records{returned_filter} ORDER BY duration_ns LIMIT 1 OFFSET ?"
+        );
+        let at_rank = |p: u32| -> Result<Option<u64>, StorageError> {
+            let Some(rank) = percentile_rank(returned, p) else {
+                return Ok(None);
+            };
+            let mut v = values.clone();
+            v.push(SqlValue::Integer((rank - 1) as i64));
+            let mut select = self.conn.prepare_cached(&nth).map_err(&read)?;
+            let n = select
+                .query_row(params_from_iter(v), |row| non_negative(row, 0))
+                .map_err(&read)?;
+            Ok(Some(n))
+        };
+        let (p50_ns, p90_ns, p99_ns, max_ns) =
+            (at_rank(50)?, at_rank(90)?, at_rank(99)?, at_rank(100)?);
+        let groups = format!(
+            "SELECT status, ret, COUNT(*), MAX(id) FROM records{filter} \
+             GROUP BY status, ret ORDER BY COUNT(*) DESC, MAX(id) DESC LIMIT {OUTCOME_GROUPS}"
+        );
+        let mut select = self.conn.prepare_cached(&groups).map_err(&read)?;
+        let rows = select
+            .query_map(params_from_iter(values.iter()), |row| {
+                Ok((row.get(0)?, row.get(1)?, non_negative(row, 2)?, row.get(3)?))
+            })
+            .map_err(&read)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&read)?;
+        let outcomes = rows
+            .into_iter()
+            .map(
+                |(status, ret, count, id): (String, Option<String>, u64, i64)| {
+                    outcome_group(&status, ret.as_deref(), count, id)
+                },
+            )
+            .collect::<Result<_, _>>()?;
+        Ok(CallStats {
+            calls,
+            errors,
+            unwound,
+            p50_ns,
+            p90_ns,
+            p99_ns,
+            max_ns,
+            first_seen: first.map(time::from_unix_nanos),
+            last_seen: last.map(time::from_unix_nanos),
+            outcomes,
+        })
+    }
+
+    fn call_volume(
+        &self,
+        query: &RecordQuery,
+        bucket: Duration,
+    ) -> Result<Vec<(SystemTime, u64)>, StorageError> {
+        let read = sqlite("counting calls over time");
+        let (filter, mut values) = filter(query);
+        let width = i64::try_from(bucket.as_nanos()).unwrap_or(i64::MAX).max(1);
+        let sql = format!(
+            "SELECT (timestamp_ns / ?) * ? AS bucket, COUNT(*) FROM records{filter} \
+             GROUP BY bucket ORDER BY bucket"
+        );
+        values.insert(0, SqlValue::Integer(width));
+        values.insert(0, SqlValue::Integer(width));
+        let mut select = self.conn.prepare_cached(&sql).map_err(&read)?;
+        let rows = select
+            .query_map(params_from_iter(values), |row| {
+                Ok((time::from_unix_nanos(row.get(0)?), non_negative(row, 1)?))
+            })
+            .map_err(&read)?;
+        rows.collect::<Result<_, _>>().map_err(read)
+    }
+
+    fn changed_outputs(
+        &self,
+        before: &RecordQuery,
+        after: &RecordQuery,
+        limit: usize,
+    ) -> Result<Vec<ChangedOutput>, StorageError> {
+        let read = sqlite("comparing outcomes");
+        let (a, mut values) = filter(before);
+        let (b, b_values) = filter(after);
+        values.extend(b_values);
+        values.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let sql = format!(
+            "WITH a AS (SELECT args, status, ret, MAX(id) AS id FROM records{a} \
+                        GROUP BY args, status, ret), \
+                  b AS (SELECT args, status, ret, MAX(id) AS id FROM records{b} \
+                        GROUP BY args, status, ret) \
+             SELECT a.args, a.status, a.ret, a.id, b.status, b.ret, b.id \
+             FROM a JOIN b ON a.args = b.args \
+             WHERE NOT EXISTS (SELECT 1 FROM b AS s WHERE s.args = a.args \
+                               AND s.status = a.status AND s.ret IS a.ret) \
+               AND NOT EXISTS (SELECT 1 FROM a AS s WHERE s.args = b.args \
+                               AND s.status = b.status AND s.ret IS b.ret) \
+             ORDER BY b.id DESC LIMIT ?"
+        );
+        let mut select = self.conn.prepare_cached(&sql).map_err(&read)?;
+        let rows = select
+            .query_map(params_from_iter(values), |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    (
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                        row.get(3)?,
+                    ),
+                    (
+                        row.get::<_, String>(4)?,
+                        row.get::<_, Option<String>>(5)?,
+                        row.get(6)?,
+                    ),
+                ))
+            })
+            .map_err(&read)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&read)?;
+        rows.into_iter()
+            .map(|(args, before, after)| changed_output(&args, before, after))
+            .collect()
     }
 
     fn function_names(&self) -> Result<Vec<String>, StorageError> {

@@ -3,7 +3,9 @@
 
 use std::time::SystemTime;
 
-use super::{FunctionSummary, RecordQuery, Storage};
+use super::{
+    CallStats, ChangedOutput, FunctionSummary, OutcomeGroup, RecordOrder, RecordQuery, Storage,
+};
 use crate::limits::{Alert, AlertKind};
 use crate::record::{CallRecord, Status, Value};
 use crate::time::from_unix_nanos;
@@ -327,6 +329,8 @@ pub(crate) fn story(storage: &mut dyn Storage) {
     storage.insert_alerts(&alerts).unwrap();
     assert_eq!(storage.alerts().unwrap(), alerts);
 
+    analysis(storage);
+
     // Retention: the newest record of each function stays, then nothing before at(2).
     let count = |storage: &dyn Storage| storage.records(&RecordQuery::default()).unwrap().len();
     let before = count(storage);
@@ -346,4 +350,162 @@ pub(crate) fn story(storage: &mut dyn Storage) {
         "legacy::clock and validate's first call are older"
     );
     assert_eq!(super::enforce_retention(storage, 0, 0).unwrap(), 0);
+}
+
+/// Aggregates for `query`, `ask` and the MCP tools, on 100 calls of one function with known
+/// durations, outcomes and builds: call `i` (0..100) starts at `at(1000 + i)`, takes
+/// `(i + 1)` µs and gets `id = i % 5`; every tenth call fails with `Err("bad")`, the last
+/// never returns, the others return `id` — except that build B (calls 50..) returns 30 for
+/// `id = 3`.
+fn analysis(storage: &mut dyn Storage) {
+    const F: &str = "stats::quote";
+    let mut calls: Vec<CallRecord> = (0..100)
+        .map(|i| {
+            let mut r = record(F, 1000 + i, (i as u64 + 1) * 1000);
+            let id = (i % 5) as u64;
+            r.args = vec![("id".into(), Value::UInt(id))];
+            if i >= 50 {
+                r.build_id = BUILD_B.into();
+            }
+            if i == 99 {
+                r.status = Status::Unwound;
+                r.duration_ns = None;
+                r.ret = None;
+            } else if i % 10 == 0 {
+                r.status = Status::Error;
+                r.ret = Some(Value::Variant("Err".into(), Box::new(s("bad"))));
+            } else {
+                let ret = if i >= 50 && id == 3 { 30 } else { id };
+                r.ret = Some(Value::UInt(ret));
+            }
+            r
+        })
+        .collect();
+    storage.insert(&mut calls).unwrap();
+    let id = |i: usize| calls[i].id.unwrap();
+    let ok = |n: u64| (Status::Ok, Some(Value::UInt(n)));
+    let group = |(status, ret): (Status, Option<Value>), count, i| OutcomeGroup {
+        status,
+        ret,
+        count,
+        example_id: id(i),
+    };
+    let err = (
+        Status::Error,
+        Some(Value::Variant("Err".into(), Box::new(s("bad")))),
+    );
+    assert_eq!(
+        storage.call_stats(&query(F)).unwrap(),
+        CallStats {
+            calls: 100,
+            errors: 10,
+            unwound: 1,
+            // 99 calls returned, taking 1..=99 µs: nearest ranks 50, 90, 99 and 99.
+            p50_ns: Some(50_000),
+            p90_ns: Some(90_000),
+            p99_ns: Some(99_000),
+            max_ns: Some(99_000),
+            first_seen: Some(at(1000)),
+            last_seen: Some(at(1099)),
+            // Most frequent first; ties: the newest example first.
+            outcomes: vec![
+                group(ok(2), 20, 97),
+                group(ok(1), 20, 96),
+                group(ok(4), 19, 94),
+                group(ok(30), 10, 98),
+                group(ok(0), 10, 95),
+                group(err.clone(), 10, 90),
+                group(ok(3), 10, 48),
+                group((Status::Unwound, None), 1, 99),
+            ],
+        }
+    );
+    // Filters: status, build, time.
+    let errors = RecordQuery {
+        status: Some(Status::Error),
+        ..query(F)
+    };
+    let stats = storage.call_stats(&errors).unwrap();
+    assert_eq!(
+        (stats.calls, stats.errors, stats.p50_ns),
+        (10, 10, Some(41_000))
+    );
+    assert_eq!(stats.outcomes, vec![group(err, 10, 90)]);
+    let build_b = RecordQuery {
+        build_id: Some(BUILD_B.into()),
+        ..query(F)
+    };
+    let stats = storage.call_stats(&build_b).unwrap();
+    assert_eq!(
+        (stats.calls, stats.unwound, stats.p50_ns),
+        (50, 1, Some(75_000))
+    );
+    let early = RecordQuery {
+        until: Some(at(1010)),
+        ..query(F)
+    };
+    assert_eq!(storage.call_stats(&early).unwrap().calls, 10);
+    let none = RecordQuery {
+        since: Some(at(5000)),
+        ..query(F)
+    };
+    assert_eq!(
+        storage.call_stats(&none).unwrap(),
+        CallStats::default(),
+        "no calls: zero counts, no percentiles"
+    );
+
+    // Orders: slowest first (calls that never returned last), newest first.
+    let slowest = RecordQuery {
+        order: RecordOrder::Slowest,
+        limit: Some(3),
+        ..query(F)
+    };
+    let durations: Vec<Option<u64>> = storage
+        .records(&slowest)
+        .unwrap()
+        .iter()
+        .map(|r| r.duration_ns)
+        .collect();
+    assert_eq!(durations, [Some(99_000), Some(98_000), Some(97_000)]);
+    let newest = RecordQuery {
+        order: RecordOrder::Newest,
+        limit: Some(2),
+        ..query(F)
+    };
+    let ids: Vec<i64> = storage
+        .records(&newest)
+        .unwrap()
+        .iter()
+        .map(|r| r.id.unwrap())
+        .collect();
+    assert_eq!(ids, [id(99), id(98)]);
+
+    // Volume in 50 s buckets aligned to the Unix epoch: at(1000) is 1 s into its bucket.
+    let bucket = |secs: i64| from_unix_nanos((1_795_722_400 + secs) * 1_000_000_000);
+    assert_eq!(
+        storage
+            .call_volume(&query(F), std::time::Duration::from_secs(50))
+            .unwrap(),
+        vec![(bucket(0), 49), (bucket(50), 50), (bucket(100), 1)]
+    );
+
+    // Same input, different output between builds: only `id = 3` changed (0 fails and
+    // succeeds in both; 4 never returning once in B is not a changed output of 4).
+    let build_a = RecordQuery {
+        build_id: Some(BUILD_A.into()),
+        ..query(F)
+    };
+    assert_eq!(
+        storage.changed_outputs(&build_a, &build_b, 10).unwrap(),
+        vec![ChangedOutput {
+            args: vec![("id".into(), Value::UInt(3))],
+            before: (Status::Ok, Some(Value::UInt(3)), id(48)),
+            after: (Status::Ok, Some(Value::UInt(30)), id(98)),
+        }]
+    );
+    assert_eq!(
+        storage.changed_outputs(&build_a, &build_a, 10).unwrap(),
+        vec![]
+    );
 }
