@@ -4,6 +4,8 @@
 //! the [`writer`] that feeds them off the capture path, the [`export`] format, span export
 //! to OpenTelemetry collectors ([`otlp`]), and the [`time`] formatting they share.
 
+pub mod analysis;
+pub mod ask;
 pub mod capture;
 pub mod config;
 pub mod export;

@@ -202,6 +202,11 @@ impl<'a> BehaviorAgent<'a> {
         BehaviorAgent { storage }
     }
 
+    /// The store it answers from.
+    pub fn storage(&self) -> &'a dyn Storage {
+        self.storage
+    }
+
     /// Writes a test file for `function` (full name, or a unique last part of it) into `dir`
     /// (created when missing): up to `options.count` diverse recorded calls, each asserting
     /// the captured output for the captured inputs. Only calls that are

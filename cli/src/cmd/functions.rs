@@ -84,32 +84,7 @@ fn table(summaries: &[FunctionSummary]) -> String {
             },
         ]);
     }
-    let mut widths = [0; 9];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut text = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let pad = " ".repeat(widths[i] - cell.chars().count());
-            if RIGHT[i] {
-                line.push_str(&pad);
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                line.push_str(&pad);
-            }
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
-    text
+    super::render_table(&rows, &RIGHT)
 }
 
 /// `850ns`, `1.2µs`, `3.4ms`, `2.0s`: one decimal in the largest unit that keeps the number

@@ -1,10 +1,12 @@
 //! One module per subcommand: each parses its arguments, calls a library, formats the result.
 
+pub mod ask;
 pub mod attach;
 pub mod cleanup;
 pub mod export;
 pub mod functions;
 pub mod generate_tests;
+pub mod query;
 pub mod replay;
 pub mod symbols;
 
@@ -81,4 +83,36 @@ fn storage_failure(error: StorageError) -> Failure {
         StorageError::Postgres(PostgresError::Connect { .. }) => Failure::environment(error),
         other => Failure::from(other),
     }
+}
+
+/// Rows as an aligned table (the first row is the header): text left-aligned, columns
+/// marked in `right` right-aligned, two spaces between columns.
+pub(crate) fn render_table<R: AsRef<[String]>>(rows: &[R], right: &[bool]) -> String {
+    let columns = rows.first().map_or(0, |r| r.as_ref().len());
+    let mut widths = vec![0; columns];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row.as_ref()) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.as_ref().iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = " ".repeat(widths[i] - cell.chars().count());
+            if right.get(i).copied().unwrap_or(false) {
+                line.push_str(&pad);
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&pad);
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
 }
