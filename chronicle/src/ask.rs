@@ -546,12 +546,7 @@ fn drift_periods(
     now: SystemTime,
 ) -> Result<(Period, Period), StorageError> {
     if let Some((a, b)) = &i.builds {
-        let summary = storage.functions()?;
-        let builds: Vec<String> = summary
-            .iter()
-            .filter(|f| f.function == function)
-            .flat_map(|f| f.build_ids.clone())
-            .collect();
+        let builds = storage.build_ids(function)?;
         let full = |prefix: &str| {
             builds
                 .iter()

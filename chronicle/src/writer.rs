@@ -427,6 +427,9 @@ mod tests {
             ) -> Result<crate::storage::CallStats, StorageError> {
                 unreachable!()
             }
+            fn build_ids(&self, _: &str) -> Result<Vec<String>, StorageError> {
+                unreachable!()
+            }
             fn call_volume(
                 &self,
                 _: &RecordQuery,

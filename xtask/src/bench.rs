@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::ebpf::workspace_root;
 
+mod ask;
 mod otlp;
 mod pipeline;
 mod replay;
@@ -20,12 +21,12 @@ pub struct Args {
     /// memory for a large binary), `store` (records/s into a backend), `otlp` (spans/s to
     /// a loopback OTLP/HTTP receiver) or `pipeline` (records/s through sampling and
     /// redaction, then the store), `replay` (replayed calls/s against a native binary,
-    /// next to gdb).
+    /// next to gdb) or `ask` (time per question over a store of `--records`).
     pub name: String,
     /// Calls per run (`capture`).
     #[arg(long, default_value_t = 200_000)]
     pub calls: u64,
-    /// Records per run (`store`, `otlp`).
+    /// Records per run (`store`, `otlp`), or in the store `ask` questions.
     #[arg(long, default_value_t = 100_000)]
     pub records: usize,
     /// Runs per condition; the median is reported.
@@ -48,14 +49,15 @@ pub fn run(args: Args) -> Result<()> {
         "capture" => capture(&args, 1.0),
         "presample" => capture(&args, 0.0),
         "symbols" => symbols(&args),
-        "store" | "otlp" | "pipeline" if cfg!(debug_assertions) => release(),
+        "store" | "otlp" | "pipeline" | "ask" if cfg!(debug_assertions) => release(),
+        "ask" => ask::run(&args),
         "pipeline" => pipeline::run(&args),
         "store" => store::run(&args),
         "otlp" => otlp::run(&args),
         "replay" => replay::run(&args),
         other => bail!(
             "unknown benchmark `{other}`; available: capture, presample, symbols, store, otlp, \
-             pipeline, replay"
+             pipeline, replay, ask"
         ),
     }
 }

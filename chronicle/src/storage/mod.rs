@@ -54,6 +54,9 @@ pub trait Storage: Send {
     /// calls `query` selects (its order and limit do not apply).
     fn call_stats(&self, query: &RecordQuery) -> Result<CallStats, StorageError>;
 
+    /// The build IDs `function` was recorded from, in order of first appearance.
+    fn build_ids(&self, function: &str) -> Result<Vec<String>, StorageError>;
+
     /// Calls per `bucket` of time (start of the bucket, calls), oldest first; empty buckets
     /// are left out.
     fn call_volume(
@@ -64,7 +67,8 @@ pub trait Storage: Send {
 
     /// Argument lists seen in both `before` and `after` whose outcome (status and return
     /// value) in one set never occurs for them in the other: each such pair of outcomes, the
-    /// newest first, at most `limit` of them.
+    /// newest first, at most `limit` of them. Looks at the newest [`CHANGED_OUTPUTS_SCAN`]
+    /// calls of each set.
     fn changed_outputs(
         &self,
         before: &RecordQuery,
@@ -176,6 +180,18 @@ pub struct ChangedOutput {
     pub before: (Status, Option<crate::Value>, i64),
     pub after: (Status, Option<crate::Value>, i64),
 }
+
+/// The recorded function names, sorted: one index seek per name (a loose index scan)
+/// instead of reading every record's name. Valid SQL for SQLite and PostgreSQL.
+pub(crate) const DISTINCT_FUNCTIONS: &str = "WITH RECURSIVE f(name) AS ( \
+        SELECT MIN(function) FROM records \
+        UNION ALL \
+        SELECT (SELECT MIN(function) FROM records WHERE function > f.name) FROM f \
+        WHERE f.name IS NOT NULL) \
+    SELECT name FROM f WHERE name IS NOT NULL";
+
+/// How many of the newest calls of each side [`Storage::changed_outputs`] compares.
+pub const CHANGED_OUTPUTS_SCAN: usize = 20_000;
 
 /// How many outcome groups [`Storage::call_stats`] returns.
 pub const OUTCOME_GROUPS: usize = 10;

@@ -28,8 +28,8 @@ use postgres::{Client, Config, GenericClient, NoTls};
 
 use super::codec::{EncodedRecord, StoredRecord};
 use super::{
-    CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder, RecordQuery, Storage,
-    StorageError, changed_output, outcome_group, percentile, percentile_rank,
+    CHANGED_OUTPUTS_SCAN, CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder,
+    RecordQuery, Storage, StorageError, changed_output, outcome_group, percentile,
 };
 use crate::limits::Alert;
 use crate::record::CallRecord;
@@ -504,42 +504,36 @@ impl Storage for PostgresStorage {
                 format!(
                     "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'error'), \
                      COUNT(*) FILTER (WHERE status = 'unwound'), MIN(timestamp_ns), \
-                     MAX(timestamp_ns), \
-                     COUNT(*) FILTER (WHERE duration_ns IS NOT NULL AND status <> 'unwound') \
-                     FROM records{filter}"
+                     MAX(timestamp_ns) FROM records{filter}"
                 )
                 .as_str(),
                 &params.refs(),
             )
             .map_err(&read)?;
         let count = |i: usize| row.get::<_, i64>(i).max(0) as u64;
-        let (calls, errors, unwound, n) = (count(0), count(1), count(2), count(5));
+        let (calls, errors, unwound) = (count(0), count(1), count(2));
         let first: Option<i64> = row.get(3);
         let last: Option<i64> = row.get(4);
-        let mut at_rank = |p: u32| -> Result<Option<u64>, StorageError> {
-            let Some(rank) = percentile_rank(n, p) else {
-                return Ok(None);
-            };
-            let mut params = Params::default();
-            let returned = {
-                let _ = params.filter(query);
-                returned.clone()
-            };
-            let offset = params.push((rank - 1) as i64);
-            let row = client
-                .query_one(
-                    format!(
-                        "SELECT duration_ns FROM records{returned} \
-                         ORDER BY duration_ns LIMIT 1 OFFSET {offset}"
-                    )
-                    .as_str(),
-                    &params.refs(),
+        // Nearest rank, as everywhere in Chronicle: the first value whose cumulative share
+        // reaches p.
+        let row = client
+            .query_one(
+                format!(
+                    "SELECT percentile_disc(ARRAY[0.5, 0.9, 0.99, 1.0]) \
+                     WITHIN GROUP (ORDER BY duration_ns) FROM records{returned}"
                 )
-                .map_err(&read)?;
-            Ok(Some(row.get::<_, i64>(0).max(0) as u64))
+                .as_str(),
+                &params.refs(),
+            )
+            .map_err(&read)?;
+        let ranks: Option<Vec<Option<i64>>> = row.get(0);
+        let at = |i: usize| {
+            ranks
+                .as_ref()
+                .and_then(|r| r.get(i).copied().flatten())
+                .map(|n| n.max(0) as u64)
         };
-        let (p50_ns, p90_ns, p99_ns, max_ns) =
-            (at_rank(50)?, at_rank(90)?, at_rank(99)?, at_rank(100)?);
+        let (p50_ns, p90_ns, p99_ns, max_ns) = (at(0), at(1), at(2), at(3));
         let rows = client
             .query(
                 format!(
@@ -571,6 +565,18 @@ impl Storage for PostgresStorage {
             last_seen: last.map(time::from_unix_nanos),
             outcomes,
         })
+    }
+
+    fn build_ids(&self, function: &str) -> Result<Vec<String>, StorageError> {
+        let rows = self
+            .connection()?
+            .query(
+                "SELECT build_id FROM records WHERE function = $1 \
+                 GROUP BY build_id ORDER BY MIN(timestamp_ns), MIN(id)",
+                &[&function],
+            )
+            .map_err(failed("listing builds"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     fn call_volume(
@@ -614,19 +620,19 @@ impl Storage for PostgresStorage {
             .connection()?
             .query(
                 format!(
-                    "WITH a AS (SELECT args, status, ret, MAX(id) AS id FROM records{a} \
-                                GROUP BY args, status, ret), \
-                          b AS (SELECT args, status, ret, MAX(id) AS id FROM records{b} \
-                                GROUP BY args, status, ret) \
-                     SELECT a.args, a.status, a.ret, a.id, b.status, b.ret, b.id \
-                     FROM a JOIN b ON a.args = b.args \
-                     WHERE NOT EXISTS (SELECT 1 FROM b AS s WHERE s.args = a.args \
-                                       AND s.status = a.status \
-                                       AND s.ret IS NOT DISTINCT FROM a.ret) \
-                       AND NOT EXISTS (SELECT 1 FROM a AS s WHERE s.args = b.args \
-                                       AND s.status = b.status \
-                                       AND s.ret IS NOT DISTINCT FROM b.ret) \
-                     ORDER BY b.id DESC LIMIT {limit}::BIGINT"
+                    "WITH u AS (SELECT * FROM (SELECT args, status, ret, 0 AS side, id FROM records{a} \
+                                ORDER BY timestamp_ns DESC, id DESC LIMIT {CHANGED_OUTPUTS_SCAN}) AS ua \
+                   UNION ALL SELECT * FROM (SELECT args, status, ret, 1, id FROM records{b} \
+                                ORDER BY timestamp_ns DESC, id DESC LIMIT {CHANGED_OUTPUTS_SCAN}) AS ub), \
+                  g AS (SELECT args, status, ret, MIN(side) AS lo, MAX(side) AS hi, \
+                        MAX(CASE WHEN side = 0 THEN id END) AS a_id, \
+                        MAX(CASE WHEN side = 1 THEN id END) AS b_id \
+                        FROM u GROUP BY args, status, ret), \
+                  a AS (SELECT args, status, ret, a_id FROM g WHERE hi = 0), \
+                  b AS (SELECT args, status, ret, b_id FROM g WHERE lo = 1) \
+             SELECT a.args, a.status, a.ret, a.a_id, b.status, b.ret, b.b_id \
+             FROM a JOIN b ON a.args = b.args \
+             ORDER BY b.b_id DESC LIMIT {limit}::BIGINT"
                 )
                 .as_str(),
                 &params.refs(),
@@ -748,10 +754,7 @@ impl Storage for PostgresStorage {
     fn function_names(&self) -> Result<Vec<String>, StorageError> {
         let rows = self
             .connection()?
-            .query(
-                "SELECT DISTINCT function FROM records ORDER BY function",
-                &[],
-            )
+            .query(super::DISTINCT_FUNCTIONS, &[])
             .map_err(failed("listing functions"))?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }

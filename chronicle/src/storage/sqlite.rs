@@ -12,8 +12,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params, pa
 
 use super::codec::{EncodedRecord, StoredRecord};
 use super::{
-    CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder, RecordQuery, Storage,
-    StorageError, changed_output, outcome_group, percentile, percentile_rank,
+    CHANGED_OUTPUTS_SCAN, CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder,
+    RecordQuery, Storage, StorageError, changed_output, outcome_group, percentile,
 };
 use crate::limits::Alert;
 use crate::record::CallRecord;
@@ -367,50 +367,53 @@ impl Storage for SqliteStorage {
     fn call_stats(&self, query: &RecordQuery) -> Result<CallStats, StorageError> {
         let read = sqlite("summarizing calls");
         let (filter, values) = filter(query);
-        let totals = format!(
-            "SELECT COUNT(*), COALESCE(SUM(status = 'error'), 0), \
-             COALESCE(SUM(status = 'unwound'), 0), MIN(timestamp_ns), MAX(timestamp_ns), \
-             COALESCE(SUM(duration_ns IS NOT NULL AND status != 'unwound'), 0) FROM records{filter}"
-        );
-        let (calls, errors, unwound, first, last, returned) = self
+        // Each statement reads one covering index (see migration 0004), not the records.
+        let mut stats = CallStats::default();
+        let by_status = format!("SELECT status, COUNT(*) FROM records{filter} GROUP BY status");
+        let mut select = self.conn.prepare_cached(&by_status).map_err(&read)?;
+        let mut rows = select
+            .query(params_from_iter(values.iter()))
+            .map_err(&read)?;
+        while let Some(row) = rows.next().map_err(&read)? {
+            let status: String = row.get(0).map_err(&read)?;
+            let n = non_negative(row, 1).map_err(&read)?;
+            stats.calls += n;
+            match status.as_str() {
+                "error" => stats.errors += n,
+                "unwound" => stats.unwound += n,
+                _ => {}
+            }
+        }
+        let span = format!("SELECT MIN(timestamp_ns), MAX(timestamp_ns) FROM records{filter}");
+        let (first, last) = self
             .conn
-            .prepare_cached(&totals)
+            .prepare_cached(&span)
             .and_then(|mut s| {
                 s.query_row(params_from_iter(values.iter()), |row| {
-                    Ok((
-                        non_negative(row, 0)?,
-                        non_negative(row, 1)?,
-                        non_negative(row, 2)?,
-                        row.get::<_, Option<i64>>(3)?,
-                        row.get::<_, Option<i64>>(4)?,
-                        non_negative(row, 5)?,
-                    ))
+                    Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?))
                 })
             })
             .map_err(&read)?;
-        // Percentiles by rank with the (function, duration_ns) index: no full sort in memory.
-        let returned_filter = if filter.is_empty() {
+        stats.first_seen = first.map(time::from_unix_nanos);
+        stats.last_seen = last.map(time::from_unix_nanos);
+        let returned = if filter.is_empty() {
             " WHERE duration_ns IS NOT NULL AND status != 'unwound'".to_owned()
         } else {
             format!("{filter} AND duration_ns IS NOT NULL AND status != 'unwound'")
         };
-        let nth = format!(
-            "SELECT duration_ns FROM records{returned_filter} ORDER BY duration_ns LIMIT 1 OFFSET ?"
-        );
-        let at_rank = |p: u32| -> Result<Option<u64>, StorageError> {
-            let Some(rank) = percentile_rank(returned, p) else {
-                return Ok(None);
-            };
-            let mut v = values.clone();
-            v.push(SqlValue::Integer((rank - 1) as i64));
-            let mut select = self.conn.prepare_cached(&nth).map_err(&read)?;
-            let n = select
-                .query_row(params_from_iter(v), |row| non_negative(row, 0))
-                .map_err(&read)?;
-            Ok(Some(n))
-        };
-        let (p50_ns, p90_ns, p99_ns, max_ns) =
-            (at_rank(50)?, at_rank(90)?, at_rank(99)?, at_rank(100)?);
+        let sorted = format!("SELECT duration_ns FROM records{returned} ORDER BY duration_ns");
+        let durations = self
+            .conn
+            .prepare_cached(&sorted)
+            .map_err(&read)?
+            .query_map(params_from_iter(values.iter()), |row| non_negative(row, 0))
+            .map_err(&read)?
+            .collect::<Result<Vec<u64>, _>>()
+            .map_err(&read)?;
+        stats.p50_ns = percentile(&durations, 50);
+        stats.p90_ns = percentile(&durations, 90);
+        stats.p99_ns = percentile(&durations, 99);
+        stats.max_ns = durations.last().copied();
         let groups = format!(
             "SELECT status, ret, COUNT(*), MAX(id) FROM records{filter} \
              GROUP BY status, ret ORDER BY COUNT(*) DESC, MAX(id) DESC LIMIT {OUTCOME_GROUPS}"
@@ -423,7 +426,7 @@ impl Storage for SqliteStorage {
             .map_err(&read)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(&read)?;
-        let outcomes = rows
+        stats.outcomes = rows
             .into_iter()
             .map(
                 |(status, ret, count, id): (String, Option<String>, u64, i64)| {
@@ -431,18 +434,22 @@ impl Storage for SqliteStorage {
                 },
             )
             .collect::<Result<_, _>>()?;
-        Ok(CallStats {
-            calls,
-            errors,
-            unwound,
-            p50_ns,
-            p90_ns,
-            p99_ns,
-            max_ns,
-            first_seen: first.map(time::from_unix_nanos),
-            last_seen: last.map(time::from_unix_nanos),
-            outcomes,
-        })
+        Ok(stats)
+    }
+
+    fn build_ids(&self, function: &str) -> Result<Vec<String>, StorageError> {
+        let read = sqlite("listing builds");
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT build_id FROM records WHERE function = ?1 \
+                 GROUP BY build_id ORDER BY MIN(timestamp_ns), MIN(id)",
+            )
+            .map_err(&read)?;
+        let rows = select
+            .query_map([function], |row| row.get(0))
+            .map_err(&read)?;
+        rows.collect::<Result<_, _>>().map_err(read)
     }
 
     fn call_volume(
@@ -480,17 +487,19 @@ impl Storage for SqliteStorage {
         values.extend(b_values);
         values.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         let sql = format!(
-            "WITH a AS (SELECT args, status, ret, MAX(id) AS id FROM records{a} \
-                        GROUP BY args, status, ret), \
-                  b AS (SELECT args, status, ret, MAX(id) AS id FROM records{b} \
-                        GROUP BY args, status, ret) \
-             SELECT a.args, a.status, a.ret, a.id, b.status, b.ret, b.id \
+            "WITH u AS (SELECT * FROM (SELECT args, status, ret, 0 AS side, id FROM records{a} \
+                                ORDER BY timestamp_ns DESC, id DESC LIMIT {CHANGED_OUTPUTS_SCAN}) AS ua \
+                   UNION ALL SELECT * FROM (SELECT args, status, ret, 1, id FROM records{b} \
+                                ORDER BY timestamp_ns DESC, id DESC LIMIT {CHANGED_OUTPUTS_SCAN}) AS ub), \
+                  g AS (SELECT args, status, ret, MIN(side) AS lo, MAX(side) AS hi, \
+                        MAX(CASE WHEN side = 0 THEN id END) AS a_id, \
+                        MAX(CASE WHEN side = 1 THEN id END) AS b_id \
+                        FROM u GROUP BY args, status, ret), \
+                  a AS (SELECT args, status, ret, a_id FROM g WHERE hi = 0), \
+                  b AS (SELECT args, status, ret, b_id FROM g WHERE lo = 1) \
+             SELECT a.args, a.status, a.ret, a.a_id, b.status, b.ret, b.b_id \
              FROM a JOIN b ON a.args = b.args \
-             WHERE NOT EXISTS (SELECT 1 FROM b AS s WHERE s.args = a.args \
-                               AND s.status = a.status AND s.ret IS a.ret) \
-               AND NOT EXISTS (SELECT 1 FROM a AS s WHERE s.args = b.args \
-                               AND s.status = b.status AND s.ret IS b.ret) \
-             ORDER BY b.id DESC LIMIT ?"
+             ORDER BY b.b_id DESC LIMIT ?"
         );
         let mut select = self.conn.prepare_cached(&sql).map_err(&read)?;
         let rows = select
@@ -521,7 +530,7 @@ impl Storage for SqliteStorage {
         let read = sqlite("listing functions");
         let mut select = self
             .conn
-            .prepare_cached("SELECT DISTINCT function FROM records ORDER BY function")
+            .prepare_cached(super::DISTINCT_FUNCTIONS)
             .map_err(&read)?;
         select
             .query_map([], |row| row.get(0))

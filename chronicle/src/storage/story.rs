@@ -490,6 +490,8 @@ fn analysis(storage: &mut dyn Storage) {
         vec![(bucket(0), 49), (bucket(50), 50), (bucket(100), 1)]
     );
 
+    assert_eq!(storage.build_ids(F).unwrap(), [BUILD_A, BUILD_B]);
+
     // Same input, different output between builds: only `id = 3` changed (0 fails and
     // succeeds in both; 4 never returning once in B is not a changed output of 4).
     let build_a = RecordQuery {
