@@ -193,6 +193,27 @@ pub(crate) const DISTINCT_FUNCTIONS: &str = "WITH RECURSIVE f(name) AS ( \
 /// How many of the newest calls of each side [`Storage::changed_outputs`] compares.
 pub const CHANGED_OUTPUTS_SCAN: usize = 20_000;
 
+/// The query behind [`Storage::changed_outputs`], for both backends: `before` and `after`
+/// are their ` WHERE ...` filters, `limit` the placeholder of the row limit. Outcomes are
+/// grouped over both sides at once; those seen on one side only are paired by arguments.
+pub(crate) fn changed_outputs_sql(before: &str, after: &str, limit: &str) -> String {
+    format!(
+        "WITH u AS (SELECT * FROM (SELECT args, status, ret, 0 AS side, id FROM records{before} \
+                    ORDER BY timestamp_ns DESC, id DESC LIMIT {CHANGED_OUTPUTS_SCAN}) AS ua \
+               UNION ALL SELECT * FROM (SELECT args, status, ret, 1, id FROM records{after} \
+                    ORDER BY timestamp_ns DESC, id DESC LIMIT {CHANGED_OUTPUTS_SCAN}) AS ub), \
+              g AS (SELECT args, status, ret, MIN(side) AS lo, MAX(side) AS hi, \
+                    MAX(CASE WHEN side = 0 THEN id END) AS a_id, \
+                    MAX(CASE WHEN side = 1 THEN id END) AS b_id \
+                    FROM u GROUP BY args, status, ret), \
+              a AS (SELECT args, status, ret, a_id FROM g WHERE hi = 0), \
+              b AS (SELECT args, status, ret, b_id FROM g WHERE lo = 1) \
+         SELECT a.args, a.status, a.ret, a.a_id, b.status, b.ret, b.b_id \
+         FROM a JOIN b ON a.args = b.args \
+         ORDER BY b.b_id DESC LIMIT {limit}"
+    )
+}
+
 /// How many outcome groups [`Storage::call_stats`] returns.
 pub const OUTCOME_GROUPS: usize = 10;
 

@@ -28,8 +28,8 @@ use postgres::{Client, Config, GenericClient, NoTls};
 
 use super::codec::{EncodedRecord, StoredRecord};
 use super::{
-    CHANGED_OUTPUTS_SCAN, CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder,
-    RecordQuery, Storage, StorageError, changed_output, outcome_group, percentile,
+    CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder, RecordQuery, Storage,
+    StorageError, changed_output, outcome_group, percentile,
 };
 use crate::limits::Alert;
 use crate::record::CallRecord;
@@ -619,22 +619,7 @@ impl Storage for PostgresStorage {
         let rows = self
             .connection()?
             .query(
-                format!(
-                    "WITH u AS (SELECT * FROM (SELECT args, status, ret, 0 AS side, id FROM records{a} \
-                                ORDER BY timestamp_ns DESC, id DESC LIMIT {CHANGED_OUTPUTS_SCAN}) AS ua \
-                   UNION ALL SELECT * FROM (SELECT args, status, ret, 1, id FROM records{b} \
-                                ORDER BY timestamp_ns DESC, id DESC LIMIT {CHANGED_OUTPUTS_SCAN}) AS ub), \
-                  g AS (SELECT args, status, ret, MIN(side) AS lo, MAX(side) AS hi, \
-                        MAX(CASE WHEN side = 0 THEN id END) AS a_id, \
-                        MAX(CASE WHEN side = 1 THEN id END) AS b_id \
-                        FROM u GROUP BY args, status, ret), \
-                  a AS (SELECT args, status, ret, a_id FROM g WHERE hi = 0), \
-                  b AS (SELECT args, status, ret, b_id FROM g WHERE lo = 1) \
-             SELECT a.args, a.status, a.ret, a.a_id, b.status, b.ret, b.b_id \
-             FROM a JOIN b ON a.args = b.args \
-             ORDER BY b.b_id DESC LIMIT {limit}::BIGINT"
-                )
-                .as_str(),
+                super::changed_outputs_sql(&a, &b, &format!("{limit}::BIGINT")).as_str(),
                 &params.refs(),
             )
             .map_err(&read)?;

@@ -12,8 +12,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params, pa
 
 use super::codec::{EncodedRecord, StoredRecord};
 use super::{
-    CHANGED_OUTPUTS_SCAN, CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder,
-    RecordQuery, Storage, StorageError, changed_output, outcome_group, percentile,
+    CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder, RecordQuery, Storage,
+    StorageError, changed_output, outcome_group, percentile,
 };
 use crate::limits::Alert;
 use crate::record::CallRecord;
@@ -486,21 +486,7 @@ impl Storage for SqliteStorage {
         let (b, b_values) = filter(after);
         values.extend(b_values);
         values.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-        let sql = format!(
-            "WITH u AS (SELECT * FROM (SELECT args, status, ret, 0 AS side, id FROM records{a} \
-                                ORDER BY timestamp_ns DESC, id DESC LIMIT {CHANGED_OUTPUTS_SCAN}) AS ua \
-                   UNION ALL SELECT * FROM (SELECT args, status, ret, 1, id FROM records{b} \
-                                ORDER BY timestamp_ns DESC, id DESC LIMIT {CHANGED_OUTPUTS_SCAN}) AS ub), \
-                  g AS (SELECT args, status, ret, MIN(side) AS lo, MAX(side) AS hi, \
-                        MAX(CASE WHEN side = 0 THEN id END) AS a_id, \
-                        MAX(CASE WHEN side = 1 THEN id END) AS b_id \
-                        FROM u GROUP BY args, status, ret), \
-                  a AS (SELECT args, status, ret, a_id FROM g WHERE hi = 0), \
-                  b AS (SELECT args, status, ret, b_id FROM g WHERE lo = 1) \
-             SELECT a.args, a.status, a.ret, a.a_id, b.status, b.ret, b.b_id \
-             FROM a JOIN b ON a.args = b.args \
-             ORDER BY b.b_id DESC LIMIT ?"
-        );
+        let sql = super::changed_outputs_sql(&a, &b, "?");
         let mut select = self.conn.prepare_cached(&sql).map_err(&read)?;
         let rows = select
             .query_map(params_from_iter(values), |row| {
