@@ -2,13 +2,16 @@
 //! timing into Chronicle's pipeline, from the inside. The function's signature and
 //! behaviour do not change.
 //!
-//! ```ignore
+//! ```text
 //! #[chronicle::capture]
 //! fn process_order(order: &Order) -> Result<Receipt, OrderError> { ... }
 //!
 //! #[chronicle::capture(name = "orders::refund", skip(db))]
 //! async fn refund(db: &Db, id: u64) -> u64 { ... }
 //! ```
+//!
+//! (Plain text: a proc-macro crate cannot run doctests of its own macro;
+//! `chronicle/tests/capture_macro.rs` runs the real thing.)
 //!
 //! Options: `name = "..."` (default `module_path!()::fn_name`), `skip(arg, ...)` for
 //! arguments that are not `serde::Serialize` (recorded as unavailable), `self` to record the
