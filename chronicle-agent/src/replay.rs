@@ -354,6 +354,10 @@ impl ReplayTarget for NativeTarget {
         self.binary.display().to_string()
     }
 
+    fn build_id(&self) -> Option<String> {
+        self.elf.build_id().map(str::to_owned)
+    }
+
     fn call(&mut self, case: &ReplayCase) -> Attempt {
         let callee = match self.callee(&case.function) {
             Ok(c) => c,

@@ -27,6 +27,8 @@ pub struct ReplayCase {
     pub function: String,
     /// The binary the call was captured from.
     pub binary: String,
+    /// Its build ID (empty when it has none).
+    pub build_id: String,
     /// Parameter name → value, in declaration order, in the export format.
     pub args: Map<String, Json>,
     /// The return value in the export format (`null` for `void`).
@@ -51,6 +53,7 @@ impl From<&CallRecord> for ReplayCase {
             call_id: r.id,
             function: r.function.clone(),
             binary: r.binary.clone(),
+            build_id: r.build_id.clone(),
             args: to_map(&r.args),
             expected: r.ret.as_ref().map_or(Json::Null, crate::Value::to_json),
             status: r.status,
@@ -95,6 +98,7 @@ impl ReplayCase {
                     call_id: r["id"].as_i64(),
                     function: text("function")?,
                     binary: r["binary"].as_str().unwrap_or_default().to_owned(),
+                    build_id: r["build_id"].as_str().unwrap_or_default().to_owned(),
                     args: object("args")?,
                     expected: r["return"].clone(),
                     status: Status::parse(&text("status")?).ok_or_else(|| field("status"))?,
@@ -167,6 +171,10 @@ pub enum Attempt {
 pub trait ReplayTarget {
     /// What is being replayed against, for the report (a binary's path).
     fn name(&self) -> String;
+    /// The GNU build ID of what is replayed against, when it has one.
+    fn build_id(&self) -> Option<String> {
+        None
+    }
     /// Makes the call `case` describes.
     fn call(&mut self, case: &ReplayCase) -> Attempt;
 }
@@ -513,6 +521,10 @@ pub struct ReplayReport {
     pub function: String,
     /// What the calls were replayed against.
     pub binary: String,
+    /// Its build ID, when known.
+    pub build_id: Option<String>,
+    /// `(binary, build ID)` the replayed calls were captured from, in order of appearance.
+    pub captured_from: Vec<(String, String)>,
     pub passed: u64,
     pub failed: u64,
     pub errors: u64,
@@ -582,6 +594,10 @@ impl ReplayReport {
         json!({
             "function": self.function,
             "binary": self.binary,
+            "build_id": self.build_id,
+            "captured_from": self.captured_from.iter()
+                .map(|(binary, build_id)| json!({"binary": binary, "build_id": build_id}))
+                .collect::<Vec<_>>(),
             "total": self.total(),
             "passed": self.passed,
             "failed": self.failed,
@@ -605,7 +621,19 @@ impl fmt::Display for ReplayReport {
         };
         writeln!(f, "Replay Report: {}", self.function)?;
         writeln!(f, "{}", "=".repeat(50))?;
-        writeln!(f, "Binary:       {}", self.binary)?;
+        let build = |id: &str| match id {
+            "" => String::new(),
+            id => format!(" (build {})", &id[..id.len().min(12)]),
+        };
+        writeln!(
+            f,
+            "Binary:       {}{}",
+            self.binary,
+            build(self.build_id.as_deref().unwrap_or_default())
+        )?;
+        for (binary, id) in &self.captured_from {
+            writeln!(f, "Captured on:  {binary}{}", build(id))?;
+        }
         writeln!(f, "Total calls:  {total}")?;
         writeln!(
             f,
@@ -755,6 +783,8 @@ impl<'a> ReplayEngine<'a> {
         let mut report = ReplayReport {
             function: function.to_owned(),
             binary: target.name(),
+            build_id: target.build_id(),
+            captured_from: Vec::new(),
             passed: 0,
             failed: 0,
             errors: 0,
@@ -764,6 +794,10 @@ impl<'a> ReplayEngine<'a> {
             results: Vec::with_capacity(cases.len()),
         };
         for (i, case) in cases.iter().enumerate() {
+            let from = (case.binary.clone(), case.build_id.clone());
+            if !case.binary.is_empty() && !report.captured_from.contains(&from) {
+                report.captured_from.push(from);
+            }
             let result = self.replay_one(case, target);
             match result.status {
                 ResultStatus::Passed => report.passed += 1,
@@ -949,6 +983,7 @@ mod tests {
             call_id: Some(7),
             function: "f".into(),
             binary: "old".into(),
+            build_id: "0123456789abcdef".into(),
             args: Map::new(),
             expected,
             status,

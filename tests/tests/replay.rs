@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use chronicle_tests::OrdersVariant::{V1, V2, V2Changed, V2CrashOnExpress, V2HangOnExpress};
 use chronicle_tests::{
-    Running, bpf_available, build_orders_c, build_orders_c_so, build_orders_rust, chronicle,
-    chronicle_ok, export, scratch,
+    Running, bpf_available, build_id, build_orders_c, build_orders_c_so, build_orders_rust,
+    chronicle, chronicle_ok, export, scratch,
 };
 use serde_json::{Value, json};
 
@@ -108,11 +108,8 @@ fn c_service_replays_on_a_refactor_and_catches_a_changed_fee() {
         return;
     }
     let functions = ["order_total", "order_tier", "make_quote", "shipping_zone"];
-    let db = capture(
-        &build_orders_c(V1).service,
-        &[&functions[..], &["with_tax"]].concat(),
-        "replay-c",
-    );
+    let v1 = build_orders_c(V1).service;
+    let db = capture(&v1, &[&functions[..], &["with_tax"]].concat(), "replay-c");
 
     // The captured values are exact, so the replay has something to compare.
     let first = &export(&db, "make_quote")[0];
@@ -175,9 +172,13 @@ fn c_service_replays_on_a_refactor_and_catches_a_changed_fee() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with(&format!(
-            "Replay Report: order_total\n{}\nBinary:       {}\nTotal calls:  4\nPassed:       2 (50.0%)\nFailed:       2\nErrors:       0\n",
+            "Replay Report: order_total\n{}\nBinary:       {} (build {})\nCaptured on:  {} (build {})\n\
+             Total calls:  4\nPassed:       2 (50.0%)\nFailed:       2\nErrors:       0\n",
             "=".repeat(50),
-            v2b.canonicalize().unwrap().display()
+            v2b.canonicalize().unwrap().display(),
+            &build_id(&v2b)[..12],
+            v1.display(),
+            &build_id(&v1)[..12],
         )),
         "{text}"
     );
