@@ -10,6 +10,8 @@ pub mod capture;
 pub mod config;
 pub mod export;
 pub mod limits;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod otlp;
 pub mod pipeline;
 pub mod record;

@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod export;
 pub mod functions;
 pub mod generate_tests;
+pub mod mcp;
 pub mod query;
 pub mod replay;
 pub mod symbols;
