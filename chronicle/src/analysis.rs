@@ -15,7 +15,9 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::export::record_json;
 use crate::record::{CallRecord, Status};
-use crate::storage::{CallStats, OutcomeGroup, RecordOrder, RecordQuery, Storage, StorageError};
+use crate::storage::{
+    CallStats, OUTCOME_GROUPS, OutcomeGroup, RecordOrder, RecordQuery, Storage, StorageError,
+};
 use crate::time::rfc3339;
 
 /// How many of the newest records value-level analyses read.
@@ -136,13 +138,14 @@ pub fn error_analysis(storage: &dyn Storage, scope: &Scope) -> Result<Json, Stor
         status: Some(status),
         ..scope.query()
     };
-    let mut groups: Vec<OutcomeGroup> = storage.call_stats(&with_status(Status::Error))?.outcomes;
-    groups.extend(storage.call_stats(&with_status(Status::Unwound))?.outcomes);
+    let mut groups: Vec<OutcomeGroup> =
+        storage.outcomes(&with_status(Status::Error), OUTCOME_GROUPS)?;
+    groups.extend(storage.outcomes(&with_status(Status::Unwound), OUTCOME_GROUPS)?);
     let mut by_value = false;
     if groups.is_empty() {
         // C convention: a negative return is an error code.
-        groups = all
-            .outcomes
+        groups = storage
+            .outcomes(&scope.query(), OUTCOME_GROUPS)?
             .iter()
             .filter(|g| matches!(g.ret, Some(crate::Value::Int(n)) if n < 0))
             .cloned()
@@ -285,25 +288,27 @@ pub struct Period {
 pub fn drift(storage: &dyn Storage, before: &Period, after: &Period) -> Result<Json, StorageError> {
     let a = storage.call_stats(&before.scope.query())?;
     let b = storage.call_stats(&after.scope.query())?;
+    let a_outcomes = storage.outcomes(&before.scope.query(), OUTCOME_GROUPS)?;
+    let b_outcomes = storage.outcomes(&after.scope.query(), OUTCOME_GROUPS)?;
     let change = |x: Option<u64>, y: Option<u64>| match (x, y) {
         (Some(x), Some(y)) if x > 0 => json!(y as f64 / x as f64),
         _ => Json::Null,
     };
     // Output distribution: every value common on either side, with its share on both.
-    let share = |s: &CallStats, g: &OutcomeGroup| {
-        s.outcomes
+    let share = |s: &CallStats, outcomes: &[OutcomeGroup], g: &OutcomeGroup| {
+        outcomes
             .iter()
             .find(|o| o.status == g.status && o.ret == g.ret)
             .map_or(0.0, |o| ratio(o.count, s.calls))
     };
     let mut outputs: Vec<Json> = Vec::new();
     let mut seen = Vec::new();
-    for g in a.outcomes.iter().chain(&b.outcomes) {
+    for g in a_outcomes.iter().chain(&b_outcomes) {
         if seen.contains(&(g.status, g.ret.clone())) {
             continue;
         }
         seen.push((g.status, g.ret.clone()));
-        let (before_share, after_share) = (share(&a, g), share(&b, g));
+        let (before_share, after_share) = (share(&a, &a_outcomes, g), share(&b, &b_outcomes, g));
         outputs.push(json!({
             "status": g.status.as_str(),
             "value": g.ret.as_ref().map_or(Json::Null, crate::Value::to_json),

@@ -430,6 +430,13 @@ mod tests {
             fn build_ids(&self, _: &str) -> Result<Vec<String>, StorageError> {
                 unreachable!()
             }
+            fn outcomes(
+                &self,
+                _: &RecordQuery,
+                _: usize,
+            ) -> Result<Vec<crate::storage::OutcomeGroup>, StorageError> {
+                unreachable!()
+            }
             fn call_volume(
                 &self,
                 _: &RecordQuery,

@@ -50,9 +50,17 @@ pub trait Storage: Send {
     /// Deletes all but the `keep` newest records of `function`; returns how many.
     fn keep_newest(&mut self, function: &str, keep: u64) -> Result<u64, StorageError>;
 
-    /// Counts, duration percentiles and the [`OUTCOME_GROUPS`] most common outcomes of the
-    /// calls `query` selects (its order and limit do not apply).
+    /// Counts and duration percentiles of the calls `query` selects (its order and limit do
+    /// not apply).
     fn call_stats(&self, query: &RecordQuery) -> Result<CallStats, StorageError>;
+
+    /// The `limit` most common outcomes (status and return value) of the calls `query`
+    /// selects, most frequent first (ties: newest example first).
+    fn outcomes(
+        &self,
+        query: &RecordQuery,
+        limit: usize,
+    ) -> Result<Vec<OutcomeGroup>, StorageError>;
 
     /// The build IDs `function` was recorded from, in order of first appearance.
     fn build_ids(&self, function: &str) -> Result<Vec<String>, StorageError>;
@@ -145,7 +153,7 @@ pub enum RecordOrder {
     Slowest,
 }
 
-/// Counts, latencies and outcomes of a set of calls (see [`Storage::call_stats`]).
+/// Counts and latencies of a set of calls (see [`Storage::call_stats`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CallStats {
     pub calls: u64,
@@ -158,8 +166,6 @@ pub struct CallStats {
     pub max_ns: Option<u64>,
     pub first_seen: Option<SystemTime>,
     pub last_seen: Option<SystemTime>,
-    /// The most common outcomes (status and return value), most frequent first.
-    pub outcomes: Vec<OutcomeGroup>,
 }
 
 /// Calls that ended the same way.
@@ -214,7 +220,7 @@ pub(crate) fn changed_outputs_sql(before: &str, after: &str, limit: &str) -> Str
     )
 }
 
-/// How many outcome groups [`Storage::call_stats`] returns.
+/// How many outcome groups analyses show.
 pub const OUTCOME_GROUPS: usize = 10;
 
 /// What the store knows about one function.

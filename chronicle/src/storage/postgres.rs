@@ -28,7 +28,7 @@ use postgres::{Client, Config, GenericClient, NoTls};
 
 use super::codec::{EncodedRecord, StoredRecord};
 use super::{
-    CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder, RecordQuery, Storage,
+    CallStats, ChangedOutput, FunctionSummary, OutcomeGroup, RecordOrder, RecordQuery, Storage,
     StorageError, changed_output, outcome_group, percentile,
 };
 use crate::limits::Alert;
@@ -534,25 +534,6 @@ impl Storage for PostgresStorage {
                 .map(|n| n.max(0) as u64)
         };
         let (p50_ns, p90_ns, p99_ns, max_ns) = (at(0), at(1), at(2), at(3));
-        let rows = client
-            .query(
-                format!(
-                    "SELECT status, ret, COUNT(*), MAX(id) FROM records{filter} \
-                     GROUP BY status, ret ORDER BY COUNT(*) DESC, MAX(id) DESC \
-                     LIMIT {OUTCOME_GROUPS}"
-                )
-                .as_str(),
-                &params.refs(),
-            )
-            .map_err(&read)?;
-        let outcomes = rows
-            .iter()
-            .map(|r| {
-                let status: String = r.get(0);
-                let ret: Option<String> = r.get(1);
-                outcome_group(&status, ret.as_deref(), r.get::<_, i64>(2) as u64, r.get(3))
-            })
-            .collect::<Result<_, _>>()?;
         Ok(CallStats {
             calls,
             errors,
@@ -563,8 +544,36 @@ impl Storage for PostgresStorage {
             max_ns,
             first_seen: first.map(time::from_unix_nanos),
             last_seen: last.map(time::from_unix_nanos),
-            outcomes,
         })
+    }
+
+    fn outcomes(
+        &self,
+        query: &RecordQuery,
+        limit: usize,
+    ) -> Result<Vec<OutcomeGroup>, StorageError> {
+        let mut params = Params::default();
+        let filter = params.filter(query);
+        let limit = params.push(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows = self
+            .connection()?
+            .query(
+                format!(
+                    "SELECT status, ret, COUNT(*), MAX(id) FROM records{filter} \
+                     GROUP BY status, ret ORDER BY COUNT(*) DESC, MAX(id) DESC \
+                     LIMIT {limit}::BIGINT"
+                )
+                .as_str(),
+                &params.refs(),
+            )
+            .map_err(failed("grouping outcomes"))?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.get(0);
+                let ret: Option<String> = r.get(1);
+                outcome_group(&status, ret.as_deref(), r.get::<_, i64>(2) as u64, r.get(3))
+            })
+            .collect()
     }
 
     fn build_ids(&self, function: &str) -> Result<Vec<String>, StorageError> {

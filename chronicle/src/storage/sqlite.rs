@@ -12,7 +12,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params, pa
 
 use super::codec::{EncodedRecord, StoredRecord};
 use super::{
-    CallStats, ChangedOutput, FunctionSummary, OUTCOME_GROUPS, RecordOrder, RecordQuery, Storage,
+    CallStats, ChangedOutput, FunctionSummary, OutcomeGroup, RecordOrder, RecordQuery, Storage,
     StorageError, changed_output, outcome_group, percentile,
 };
 use crate::limits::Alert;
@@ -414,27 +414,36 @@ impl Storage for SqliteStorage {
         stats.p90_ns = percentile(&durations, 90);
         stats.p99_ns = percentile(&durations, 99);
         stats.max_ns = durations.last().copied();
+        Ok(stats)
+    }
+
+    fn outcomes(
+        &self,
+        query: &RecordQuery,
+        limit: usize,
+    ) -> Result<Vec<OutcomeGroup>, StorageError> {
+        let read = sqlite("grouping outcomes");
+        let (filter, mut values) = filter(query);
+        values.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
         let groups = format!(
             "SELECT status, ret, COUNT(*), MAX(id) FROM records{filter} \
-             GROUP BY status, ret ORDER BY COUNT(*) DESC, MAX(id) DESC LIMIT {OUTCOME_GROUPS}"
+             GROUP BY status, ret ORDER BY COUNT(*) DESC, MAX(id) DESC LIMIT ?"
         );
         let mut select = self.conn.prepare_cached(&groups).map_err(&read)?;
         let rows = select
-            .query_map(params_from_iter(values.iter()), |row| {
+            .query_map(params_from_iter(values), |row| {
                 Ok((row.get(0)?, row.get(1)?, non_negative(row, 2)?, row.get(3)?))
             })
             .map_err(&read)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(&read)?;
-        stats.outcomes = rows
-            .into_iter()
+        rows.into_iter()
             .map(
                 |(status, ret, count, id): (String, Option<String>, u64, i64)| {
                     outcome_group(&status, ret.as_deref(), count, id)
                 },
             )
-            .collect::<Result<_, _>>()?;
-        Ok(stats)
+            .collect()
     }
 
     fn build_ids(&self, function: &str) -> Result<Vec<String>, StorageError> {

@@ -407,19 +407,23 @@ fn analysis(storage: &mut dyn Storage) {
             max_ns: Some(99_000),
             first_seen: Some(at(1000)),
             last_seen: Some(at(1099)),
-            // Most frequent first; ties: the newest example first.
-            outcomes: vec![
-                group(ok(2), 20, 97),
-                group(ok(1), 20, 96),
-                group(ok(4), 19, 94),
-                group(ok(30), 10, 98),
-                group(ok(0), 10, 95),
-                group(err.clone(), 10, 90),
-                group(ok(3), 10, 48),
-                group((Status::Unwound, None), 1, 99),
-            ],
         }
     );
+    // Most frequent first; ties: the newest example first.
+    assert_eq!(
+        storage.outcomes(&query(F), 10).unwrap(),
+        vec![
+            group(ok(2), 20, 97),
+            group(ok(1), 20, 96),
+            group(ok(4), 19, 94),
+            group(ok(30), 10, 98),
+            group(ok(0), 10, 95),
+            group(err.clone(), 10, 90),
+            group(ok(3), 10, 48),
+            group((Status::Unwound, None), 1, 99),
+        ]
+    );
+    assert_eq!(storage.outcomes(&query(F), 2).unwrap().len(), 2);
     // Filters: status, build, time.
     let errors = RecordQuery {
         status: Some(Status::Error),
@@ -430,7 +434,10 @@ fn analysis(storage: &mut dyn Storage) {
         (stats.calls, stats.errors, stats.p50_ns),
         (10, 10, Some(41_000))
     );
-    assert_eq!(stats.outcomes, vec![group(err, 10, 90)]);
+    assert_eq!(
+        storage.outcomes(&errors, 10).unwrap(),
+        vec![group(err, 10, 90)]
+    );
     let build_b = RecordQuery {
         build_id: Some(BUILD_B.into()),
         ..query(F)
