@@ -324,7 +324,6 @@ impl Marshaller<'_> {
                 Ok(())
             }
             TypeKind::Struct {
-                members,
                 variants: Some(variants),
                 ..
             } => {
@@ -337,7 +336,6 @@ impl Marshaller<'_> {
                     .find(|v| v.member.name == name)
                     .ok_or_else(|| fail(format!("{} has no variant {name}", def.name)))?;
                 // Fields outside the variant part (rare) are left zero.
-                let _ = members;
                 if let (Some(discr), Some(d)) = (&variants.discr, variant.discr_value) {
                     let dsize = self.types.size(discr.ty).unwrap_or(0) as usize;
                     let at = discr.offset as usize;

@@ -525,14 +525,9 @@ pub fn examples(storage: &dyn Storage, scope: &Scope, n: usize) -> Result<Json, 
     let mut seen = BTreeSet::new();
     let picked: Vec<Json> = sample
         .iter()
-        .filter(|r| {
-            let key = serde_json::to_string(&call_json(r)["args"]).unwrap_or_default()
-                + &serde_json::to_string(&call_json(r)["return"]).unwrap_or_default()
-                + r.status.as_str();
-            seen.insert(key)
-        })
-        .take(n)
         .map(call_json)
+        .filter(|c| seen.insert(json!([c["args"], c["return"], c["status"]]).to_string()))
+        .take(n)
         .collect();
     Ok(json!({
         "type": "examples",
@@ -637,6 +632,9 @@ pub fn query_calls(
             ..filter.scope.query()
         };
         out.extend(storage.records(&query)?.into_iter().filter(|r| {
+            if filter.conditions.is_empty() {
+                return true;
+            }
             let args = record_json(r)["args"].clone();
             filter.conditions.iter().all(|c| condition_holds(&args, c))
         }));
