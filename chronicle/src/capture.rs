@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::monitor::Monitor;
 use crate::pipeline::{Outcome, Pipeline, Policy, PolicyHandle};
 use crate::record::{CallRecord, Status, Value};
 use crate::storage::{Storage, StorageError};
@@ -51,8 +52,14 @@ pub fn init(storage: Box<dyn Storage>) -> Result<CaptureGuard, crate::config::Co
         ..crate::config::config()
     };
     let policy = PolicyHandle::new(Policy::from_config(&config)?);
-    let mut pipeline = Pipeline::new(policy.clone());
+    let name = std::path::Path::new(&binary().0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let monitor = Monitor::new(format!("pid {} ({name})", std::process::id()));
+    let mut pipeline = Pipeline::new(policy.clone()).with_monitor(monitor.clone());
     let writer = BatchWriter::spawn(storage, WriterOptions::default());
+    monitor.watch_writer(writer.stats_source());
     let sender = writer.sender();
     set_sink(move |record| {
         if let Outcome::Store(record) = pipeline.process(record) {
@@ -62,6 +69,7 @@ pub fn init(storage: Box<dyn Storage>) -> Result<CaptureGuard, crate::config::Co
     Ok(CaptureGuard {
         writer: Some(writer),
         policy,
+        monitor,
     })
 }
 
@@ -84,12 +92,19 @@ pub enum InitError {
 pub struct CaptureGuard {
     writer: Option<BatchWriter>,
     policy: PolicyHandle,
+    monitor: Monitor,
 }
 
 impl CaptureGuard {
     /// The live policy: change sampling, limits or redaction while recording.
     pub fn policy(&self) -> &PolicyHandle {
         &self.policy
+    }
+
+    /// What the pipeline has done so far (counts, limits, alerts, recent calls): for
+    /// `chronicle::dashboard::Dashboard::live(guard.policy().clone(), guard.monitor().clone())`.
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
     }
 
     /// Stops recording and writes what is pending.

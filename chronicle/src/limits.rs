@@ -165,6 +165,34 @@ impl Limits {
         }
     }
 
+    /// Stored calls of `function` counted against its limit.
+    pub fn stored(&self, function: &str) -> u64 {
+        self.stored.get(function).copied().unwrap_or(0)
+    }
+
+    /// Every type key counted so far with the limit that applies to it now, sorted by
+    /// function and key. Keys no limit applies to any more are left out.
+    pub fn type_counts(&self, policy: &LimitPolicy) -> Vec<crate::monitor::TypeCount> {
+        let mut counts: Vec<crate::monitor::TypeCount> = self
+            .per_type
+            .iter()
+            .filter_map(|((function, key), &stored)| {
+                let (path, _) = key.split_once('=')?;
+                let limit = applicable(policy, function).find(|l| l.field_path == path)?;
+                Some(crate::monitor::TypeCount {
+                    function: function.clone(),
+                    field_path: path.to_owned(),
+                    key: key.clone(),
+                    stored,
+                    limit: limit.limit_per_type,
+                    reached: stored >= limit.limit_per_type,
+                })
+            })
+            .collect();
+        counts.sort_by(|a, b| (&a.function, &a.key).cmp(&(&b.function, &b.key)));
+        counts
+    }
+
     /// Starts counting again: everything, one function, or one type key of a function.
     pub fn reset(&mut self, function: Option<&str>, key: Option<&str>) {
         match (function, key) {

@@ -12,7 +12,8 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 
 use crate::config::{CaptureConfig, ConfigError, SamplingStrategy};
-use crate::limits::{Alert, LimitPolicy, Limits, Verdict};
+use crate::limits::{Alert, LimitPolicy, Verdict};
+use crate::monitor::Monitor;
 use crate::record::CallRecord;
 use crate::redact::Redactor;
 use crate::sampling::{Decision, Rng, Sampler, SamplingPolicy};
@@ -145,15 +146,14 @@ pub enum Outcome {
     Limited,
 }
 
-/// The pipeline state: sampler, limit counters, stats and new alerts.
+/// The pipeline: a sampler of its own, and counters, limits and alerts in a shared
+/// [`Monitor`] (so the dashboard can watch them and reset limits while records flow).
 #[derive(Debug)]
 pub struct Pipeline {
     policy: PolicyHandle,
     sampler: Sampler,
-    limits: Limits,
     rng: Rng,
-    stats: BTreeMap<String, PipelineStats>,
-    alerts: Vec<Alert>,
+    monitor: Monitor,
 }
 
 impl Pipeline {
@@ -168,60 +168,79 @@ impl Pipeline {
         Pipeline {
             policy,
             sampler,
-            limits: Limits::default(),
             rng,
-            stats: BTreeMap::new(),
-            alerts: Vec::new(),
+            monitor: Monitor::default(),
         }
+    }
+
+    /// Counts into `monitor` (shared with watchers) from now on.
+    pub fn with_monitor(mut self, monitor: Monitor) -> Pipeline {
+        self.monitor = monitor;
+        self
     }
 
     pub fn policy(&self) -> &PolicyHandle {
         &self.policy
     }
 
+    /// The counts, limits and alerts of this pipeline, for watchers.
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
     /// Passes one record through limits, sampling and redaction.
     pub fn process(&mut self, mut record: CallRecord) -> Outcome {
         let policy = self.policy.get();
-        let stats = self.stats.entry(record.function.clone()).or_default();
-        stats.seen += 1;
-        if self
-            .limits
-            .check(&policy.limits, &record, &mut self.rng, &mut self.alerts)
-            == Verdict::Limited
-        {
-            stats.limited += 1;
-            return Outcome::Limited;
-        }
-        let mut sampling = policy.sampling.clone();
-        sampling.presampled = policy.kernel_rate() < 1.0;
-        if self.sampler.decide(&sampling, &record) == Decision::SampledOut {
-            stats.sampled_out += 1;
-            return Outcome::SampledOut;
-        }
-        self.limits.commit(&policy.limits, &record);
-        if let Some(redactor) = &policy.redactor {
-            stats.redacted += redactor.redact(&mut record);
-        }
-        if !policy.config.capture_timing {
-            record.duration_ns = None;
-        }
-        stats.stored += 1;
-        Outcome::Store(record)
+        let Pipeline {
+            sampler,
+            rng,
+            monitor,
+            ..
+        } = self;
+        monitor.with_state(|state| {
+            state.seen(&record);
+            let mut alerts = Vec::new();
+            let verdict = state
+                .limits()
+                .check(&policy.limits, &record, rng, &mut alerts);
+            if !alerts.is_empty() {
+                state.alerts(alerts);
+            }
+            if verdict == Verdict::Limited {
+                state.stats(&record.function).limited += 1;
+                return Outcome::Limited;
+            }
+            let mut sampling = policy.sampling.clone();
+            sampling.presampled = policy.kernel_rate() < 1.0;
+            if sampler.decide(&sampling, &record) == Decision::SampledOut {
+                state.stats(&record.function).sampled_out += 1;
+                return Outcome::SampledOut;
+            }
+            state.limits().commit(&policy.limits, &record);
+            if let Some(redactor) = &policy.redactor {
+                state.stats(&record.function).redacted += redactor.redact(&mut record);
+            }
+            if !policy.config.capture_timing {
+                record.duration_ns = None;
+            }
+            state.stored(&record);
+            Outcome::Store(record)
+        })
     }
 
     /// Per-function counts so far.
-    pub fn stats(&self) -> &BTreeMap<String, PipelineStats> {
-        &self.stats
+    pub fn stats(&self) -> BTreeMap<String, PipelineStats> {
+        self.monitor.pipeline_stats()
     }
 
     /// Alerts raised since the last call.
     pub fn take_alerts(&mut self) -> Vec<Alert> {
-        std::mem::take(&mut self.alerts)
+        self.monitor.take_alerts()
     }
 
     /// Starts a limit's count again (all limits, one function's, or one type key's).
     pub fn reset_limits(&mut self, function: Option<&str>, key: Option<&str>) {
-        self.limits.reset(function, key);
+        self.monitor.reset_limits(function, key);
     }
 }
 

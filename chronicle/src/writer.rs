@@ -166,6 +166,12 @@ impl BatchWriter {
         self.counters.snapshot()
     }
 
+    /// The counts so far, from anywhere (for a [`Monitor`](crate::monitor::Monitor)).
+    pub fn stats_source(&self) -> impl Fn() -> WriterStats + Send + Sync + 'static {
+        let counters = Arc::clone(&self.counters);
+        move || counters.snapshot()
+    }
+
     /// Writes everything sent before this call and stops the thread. Records sent by other
     /// [`RecordSender`]s while this runs are either written or given back by `send`.
     ///
