@@ -41,6 +41,16 @@ pub enum LimitAction {
     Sample,
 }
 
+impl LimitAction {
+    /// The name in `chronicle.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitAction::Stop => "stop",
+            LimitAction::Sample => "sample",
+        }
+    }
+}
+
 /// A cap on stored calls per distinct value of a field of the arguments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +125,9 @@ pub struct CaptureConfig {
     /// With `limit_action = "sample"`: the rate beyond the limit.
     pub overflow_sample_rate: f64,
     pub type_limits: Vec<TypeLimit>,
+    /// Token the dashboard requires on every request; without one, a dashboard on a
+    /// non-loopback address makes a random one and prints it.
+    pub dashboard_token: Option<String>,
 }
 
 impl Default for CaptureConfig {
@@ -152,6 +165,7 @@ impl Default for CaptureConfig {
             limit_action: LimitAction::Stop,
             overflow_sample_rate: 0.01,
             type_limits: Vec::new(),
+            dashboard_token: None,
         }
     }
 }
@@ -228,6 +242,7 @@ const KEYS: &[&str] = &[
     "limit_action",
     "overflow_sample_rate",
     "type_limits",
+    "dashboard_token",
 ];
 
 impl CaptureConfig {

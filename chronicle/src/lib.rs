@@ -8,10 +8,13 @@ pub mod analysis;
 pub mod ask;
 pub mod capture;
 pub mod config;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod export;
 pub mod limits;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+pub mod monitor;
 pub mod otlp;
 pub mod pipeline;
 pub mod record;

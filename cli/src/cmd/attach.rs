@@ -67,6 +67,14 @@ pub struct Args {
     /// Seconds between progress lines on stderr (0: none).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub progress: f64,
+    /// Serve the dashboard on this address while tracing (e.g. 127.0.0.1:8787; port 0 picks
+    /// one). An address that is not loopback requires a token, made at start and printed
+    /// unless --dashboard-token or the config's dashboard_token gives one.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub dashboard: Option<std::net::SocketAddr>,
+    /// Token the dashboard requires on every request.
+    #[arg(long, value_name = "TOKEN", requires = "dashboard")]
+    pub dashboard_token: Option<String>,
     /// Program to start and trace from its first call, with its arguments.
     #[arg(last = true, value_name = "PROGRAM")]
     pub program: Vec<OsString>,
@@ -82,6 +90,8 @@ pub fn run(_: Args) -> Result<u8, Failure> {
 #[cfg(target_os = "linux")]
 pub fn run(args: Args) -> Result<u8, Failure> {
     use chronicle::config::StorageBackend;
+    use chronicle::dashboard::Dashboard;
+    use chronicle::monitor::{KernelCounts, Monitor};
     use chronicle::otlp::{OtlpConfig, OtlpExporter};
     use chronicle::pipeline::{Outcome, Pipeline, Policy, PolicyHandle};
     use chronicle::writer::{BatchWriter, WriterOptions};
@@ -109,7 +119,12 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     };
     let config = load_config(&args)?;
     let policy = PolicyHandle::new(Policy::from_config(&config)?);
-    let mut pipeline = Pipeline::new(policy.clone());
+    let monitor = Monitor::new(match &target {
+        Target::Pid(pid) => format!("pid {pid}"),
+        Target::Program { program, .. } => program.to_string_lossy().into_owned(),
+    });
+    monitor.count_calls_in_kernel();
+    let mut pipeline = Pipeline::new(policy.clone()).with_monitor(monitor.clone());
     let mut store = args.store.clone();
     if store.dsn.is_none() && store.db == std::path::Path::new("chronicle.db") {
         match (config.storage_backend, &config.storage_dsn) {
@@ -126,6 +141,7 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     }
     let storage = super::create_store(&store)?;
     let writer = BatchWriter::spawn(storage, WriterOptions::default());
+    monitor.watch_writer(writer.stats_source());
     let sender = writer.sender();
     let exporter = if config.otel_enabled {
         let otlp = OtlpConfig {
@@ -161,6 +177,26 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     })?;
     // Policy changes (dashboard, API) reach the in-kernel pre-filter at the next drain.
     session.follow_sampling_rate(policy.kernel_rate_changes());
+    monitor.set_source(format!("pid {}", session.pid()));
+    let dashboard = match args.dashboard {
+        Some(addr) => {
+            let mut dashboard = Dashboard::live(policy.clone(), monitor.clone());
+            if let Some(token) = args
+                .dashboard_token
+                .clone()
+                .or(config.dashboard_token.clone())
+            {
+                dashboard = dashboard.with_token(token);
+            }
+            let server = chronicle::dashboard::serve(addr, dashboard).map_err(|e| {
+                anyhow::Error::from(e)
+                    .context("starting the dashboard (choose another address with --dashboard)")
+            })?;
+            eprintln!("chronicle: dashboard at {}", server.url());
+            Some(server)
+        }
+        None => None,
+    };
     let mut err = std::io::stderr().lock();
     for f in session.functions() {
         let build = if f.build_id.is_empty() {
@@ -207,12 +243,35 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             not_written += 1;
         }
     };
-    let tick = if args.progress > 0.0 {
+    let progress = if args.progress > 0.0 {
         Duration::from_secs_f64(args.progress)
     } else {
         Duration::MAX
     };
+    // The dashboard wants kernel counts more often than progress lines come.
+    let tick = if dashboard.is_some() {
+        progress.min(Duration::from_millis(250))
+    } else {
+        progress
+    };
+    let publish = |stats: &[chronicle_agent::FunctionStats]| {
+        for s in stats {
+            let counts = KernelCounts {
+                calls: s.calls,
+                sampled_out: s.sampled_out,
+                dropped: s.dropped,
+                fetch_errors: s.fetch_errors,
+            };
+            monitor.set_kernel_counts(&s.name, counts);
+        }
+    };
+    let mut last_progress = std::time::Instant::now();
     let mut on_tick = |stats: &[chronicle_agent::FunctionStats]| {
+        publish(stats);
+        if last_progress.elapsed() < progress {
+            return;
+        }
+        last_progress = std::time::Instant::now();
         let parts: Vec<String> = stats
             .iter()
             .map(|s| {
@@ -225,6 +284,7 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         eprintln!("chronicle: {}", parts.join("; "));
     };
     let summary = session.run(duration, tick, &mut sink, &mut on_tick)?;
+    publish(&summary.functions);
     drop(session);
     drop(sender);
     alerts.extend(pipeline.take_alerts());

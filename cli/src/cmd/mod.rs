@@ -3,6 +3,7 @@
 pub mod ask;
 pub mod attach;
 pub mod cleanup;
+pub mod dashboard;
 pub mod export;
 pub mod functions;
 pub mod generate_tests;
