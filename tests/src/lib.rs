@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: compile fixture programs, find the `chronicle` binary,
 //! run fixtures and the CLI, and require BPF where the tests need it.
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

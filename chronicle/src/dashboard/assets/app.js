@@ -28,7 +28,8 @@ async function api(path, method, body) {
 }
 
 // ---------- formatting ----------
-const int = (n) => String(Math.round(Number(n) || 0));
+// `null`: a count this view does not know (a database does not know what was sampled out).
+const int = (n) => (n == null ? '—' : String(Math.round(Number(n) || 0)));
 function dur(ns) {
   if (ns == null || !isFinite(ns)) return '—';
   const p = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
@@ -175,11 +176,14 @@ function drawChart() {
   const css = getComputedStyle(document.documentElement), v = (n) => css.getPropertyValue(n).trim();
   const series = (lastStats && lastStats.series) || {};
   const step = Number(series.interval_s) || 1;
-  const all = series.points || [];
+  // The live view's newest point is the second still being counted: leave it out.
+  const all = (series.points || []).slice(0, lastStats && lastStats.mode === 'live' ? -1 : undefined);
   const end = all.length ? Number(all[all.length - 1].t) : Date.now() / 1000;
-  const pts = all.filter((p) => Number(p.t) > end - 300);
+  // From one to five minutes, as much as there is.
+  const span = Math.min(300, Math.max(60, all.length ? end - Number(all[0].t) : 0));
+  const pts = all.filter((p) => Number(p.t) > end - span);
   const L = 8, R = w - 8, T = 20, B = h - 18;
-  const x = (t) => L + (R - L) * (1 - (end - t) / 300);
+  const x = (t) => L + (R - L) * (1 - (end - t) / span);
   const rate = (p, k) => (Number(p[k]) || 0) / step;
   const max = Math.max(1, ...pts.map((p) => Math.max(rate(p, 'calls'), rate(p, 'stored'), rate(p, 'errors'))));
   const y = (val) => B - (B - T) * (val / max);
@@ -188,10 +192,10 @@ function drawChart() {
   for (const f of [0, 0.5, 1]) { ctx.beginPath(); ctx.moveTo(L, Math.round(y(max * f)) + 0.5); ctx.lineTo(R, Math.round(y(max * f)) + 0.5); ctx.stroke(); }
   const maxLabel = `${max >= 100 ? Math.round(max) : +max.toFixed(2)}/s`;
   ctx.textAlign = 'left'; ctx.fillText(maxLabel, L, T - 6);
-  ctx.fillText('−5 min', L, h - 4);
+  ctx.fillText(span >= 120 ? `−${Math.round(span / 60)} min` : `−${Math.round(span)} s`, L, h - 4);
   ctx.textAlign = 'right'; ctx.fillText('now', R, h - 4);
   if (!pts.length) { ctx.textAlign = 'center'; ctx.fillText('no data yet', w / 2, (T + B) / 2); return; }
-  const bw = Math.max(1, ((R - L) * step) / 300 - 1);
+  const bw = Math.max(1, ((R - L) * step) / span - 1);
   ctx.fillStyle = v('--c-errors');
   for (const p of pts) if (rate(p, 'errors') > 0) ctx.fillRect(x(p.t) - bw / 2, y(rate(p, 'errors')), bw, B - y(rate(p, 'errors')));
   for (const [k, c] of [['calls', '--c-calls'], ['stored', '--c-stored']]) {
