@@ -452,6 +452,18 @@ const APP_JS: &str = include_str!("dashboard/assets/app.js");
 
 /// An axum router serving `dashboard`; mount it with `Router::nest("/chronicle", ..)` and
 /// the page is at `/chronicle`.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use chronicle::dashboard::{Dashboard, router};
+///
+/// let recording = chronicle::capture::init_sqlite("chronicle.db".as_ref())?;
+/// let board = Dashboard::live(recording.policy().clone(), recording.monitor().clone());
+/// let app: axum::Router = axum::Router::new().nest("/chronicle", router(board));
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
 pub fn router(dashboard: Dashboard) -> Router {
     Router::new()
         .route("/", get(page))

@@ -23,7 +23,11 @@ const F: &str = "orders::process_order";
 /// Call `i`: an order of kind `express` (even `i`) or `standard`, with an email and a
 /// password; takes `(i + 1)` µs; call 9 fails with `Err("Declined")`.
 fn call(i: u64) -> CallRecord {
-    let kind = if i.is_multiple_of(2) { "express" } else { "standard" };
+    let kind = if i.is_multiple_of(2) {
+        "express"
+    } else {
+        "standard"
+    };
     let (status, ret) = if i == 9 {
         let err = Value::Variant("Err".into(), Box::new(Value::Str("Declined".into())));
         (Status::Error, err)
@@ -744,4 +748,77 @@ fn the_router_mounts_under_a_prefix_in_an_app_of_ones_own() {
         request(addr, "GET", "/chronicle/api/stats", &[], None).ok()["source"],
         "app"
     );
+}
+
+#[chronicle::capture(name = "orders::quote")]
+fn quote(qty: u64) -> Result<u64, String> {
+    if qty == 0 {
+        Err("empty order".into())
+    } else {
+        Ok(qty * 100)
+    }
+}
+
+/// The only test here that records through `#[capture]` (recording is process-wide).
+#[test]
+fn a_capture_service_serves_its_own_dashboard() {
+    let dir = std::env::temp_dir().join(format!(
+        "chronicle-dashboard-capture-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let recording = chronicle::capture::init_sqlite(&dir.join("chronicle.db")).unwrap();
+    let board = Dashboard::live(recording.policy().clone(), recording.monitor().clone());
+    let server = dashboard::serve("127.0.0.1:0".parse().unwrap(), board).unwrap();
+    let addr = server.addr();
+    for qty in 0..5 {
+        let _ = quote(qty);
+    }
+    // The writer stores in batches, at the latest 100 ms after a record arrives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = request(addr, "GET", "/api/stats", &[], None).ok();
+        if stats["totals"]["written"] == 5 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        stats["totals"],
+        json!({"calls": 5, "seen": 5, "sampled_out": 0, "limited": 0, "stored": 5,
+               "dropped": 0, "errors": 1, "written": 5, "write_failed": 0})
+    );
+    assert_eq!(stats["functions"][0]["name"], "orders::quote");
+    assert!(
+        stats["source"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("pid {} (", std::process::id()))
+    );
+    assert_eq!(stats["recent"][0]["args"], json!({"qty": 4}));
+    assert_eq!(stats["recent"][0]["return"], json!({"Ok": 400}));
+    assert_eq!(stats["recent"][4]["return"], json!({"Err": "empty order"}));
+    // A change from the dashboard reaches the recording service.
+    let put = send_json(
+        addr,
+        "PUT",
+        "/api/sampling",
+        &[],
+        json!({"sampling_rate": 0.0, "always_capture_errors": false}),
+    );
+    assert_eq!(put.ok()["sampling_rate"], 0.0);
+    let _ = quote(7);
+    assert_eq!(recording.policy().get().config.sampling_rate, 0.0);
+    let stats = request(addr, "GET", "/api/stats", &[], None).ok();
+    assert_eq!(
+        (
+            stats["totals"]["calls"].as_u64(),
+            stats["totals"]["stored"].as_u64()
+        ),
+        (Some(6), Some(5))
+    );
+    drop(server);
+    recording.finish().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
