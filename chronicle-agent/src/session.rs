@@ -664,6 +664,7 @@ impl Tracker {
             ret: ret.value,
             unavailable,
             after: ret.after,
+            dependencies: Vec::new(),
         }
     }
 }

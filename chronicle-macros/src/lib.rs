@@ -140,8 +140,14 @@ fn expand(options: Options, function: ItemFn) -> syn::Result<proc_macro2::TokenS
         ReturnType::Default => quote!(()),
     };
     let call = format_ident!("__chronicle_call");
+    // An async call may move between threads: it takes no thread's dependencies.
+    let begin_fn = if sig.asyncness.is_some() {
+        format_ident!("begin_async")
+    } else {
+        format_ident!("begin")
+    };
     let begin = quote! {
-        let mut #call = ::chronicle::capture::Call::begin(
+        let mut #call = ::chronicle::capture::Call::#begin_fn(
             #name,
             || ::std::vec![#(#recorded),*],
             &[#(#skipped),*],

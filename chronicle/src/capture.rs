@@ -8,7 +8,8 @@
 //! arrays, `Option` to `{"Some": v}` / `{"None": null}`, enums to `{"Variant": payload}`
 //! (unit variants to `{"Variant": null}`), `Result::Err` makes the call's status `error`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
@@ -16,7 +17,7 @@ use serde::Serialize;
 
 use crate::monitor::Monitor;
 use crate::pipeline::{Outcome, Pipeline, Policy, PolicyHandle};
-use crate::record::{CallRecord, Status, Value};
+use crate::record::{CallRecord, Dependency, DependencyKind, Status, Value};
 use crate::storage::{Storage, StorageError};
 use crate::writer::{BatchWriter, WriterOptions, WriterStats};
 
@@ -123,10 +124,68 @@ impl Drop for CaptureGuard {
     }
 }
 
+/// Records what the innermost captured call running on this thread did outside itself (a
+/// query, a request, a file): `detail` as in the export format (`statement`, `params`;
+/// `method`, `target`, `status`; `path`, `bytes`), started at `started`, taking `duration`.
+/// Returns false, and records nothing, when no synchronous captured call is running on this
+/// thread (async captured calls may move between threads and take none).
+pub fn dependency(
+    kind: DependencyKind,
+    detail: Vec<(String, Value)>,
+    started: Instant,
+    duration: Option<std::time::Duration>,
+) -> bool {
+    if !is_enabled() {
+        return false;
+    }
+    let Some((id, call_started)) = ACTIVE.with(|active| active.borrow().last().copied()) else {
+        return false;
+    };
+    let dependency = Dependency {
+        kind,
+        offset_ns: nanos(started.saturating_duration_since(call_started)),
+        duration_ns: duration.map(nanos),
+        detail,
+    };
+    DEPENDENCIES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .entry(id)
+        .or_default()
+        .push(dependency);
+    ANY_DEPENDENCIES.store(true, Ordering::Release);
+    true
+}
+
+/// Runs `f` and records it as a dependency of the innermost captured call on this thread
+/// (see [`dependency`]).
+pub fn track<T>(kind: DependencyKind, detail: Vec<(String, Value)>, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = f();
+    dependency(kind, detail, started, Some(started.elapsed()));
+    result
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+thread_local! {
+    /// The synchronous captured calls running on this thread, innermost last.
+    static ACTIVE: std::cell::RefCell<Vec<(u64, Instant)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
+/// Dependencies of running calls, by call; only touched once [`dependency`] has been used.
+static DEPENDENCIES: Mutex<Option<HashMap<u64, Vec<Dependency>>>> = Mutex::new(None);
+static ANY_DEPENDENCIES: AtomicBool = AtomicBool::new(false);
+
 /// A call being recorded (made by `#[capture]`'s expansion).
 #[doc(hidden)]
 pub struct Call {
     name: &'static str,
+    /// 0 for async calls, which are not on a thread's stack.
+    id: u64,
     timestamp: SystemTime,
     started: Instant,
     args: Vec<(String, Value)>,
@@ -138,6 +197,19 @@ impl Call {
     /// Starts recording a call, or `None` when capture is off (then `args` is not run).
     #[inline]
     pub fn begin(
+        name: &'static str,
+        args: impl FnOnce() -> Vec<(&'static str, Result<Value, String>)>,
+        skipped: &[&'static str],
+    ) -> Option<Call> {
+        let mut call = Self::begin_async(name, args, skipped)?;
+        call.id = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
+        ACTIVE.with(|active| active.borrow_mut().push((call.id, call.started)));
+        Some(call)
+    }
+
+    /// [`Self::begin`] for an async function, whose dependencies are not tracked.
+    #[inline]
+    pub fn begin_async(
         name: &'static str,
         args: impl FnOnce() -> Vec<(&'static str, Result<Value, String>)>,
         skipped: &[&'static str],
@@ -158,6 +230,7 @@ impl Call {
         }
         Some(Call {
             name,
+            id: 0,
             timestamp: SystemTime::now(),
             started: Instant::now(),
             args: recorded,
@@ -185,6 +258,24 @@ impl Call {
     }
 
     fn emit(&mut self, duration_ns: Option<u64>, ret: Option<Value>, status: Status) {
+        let mut dependencies = Vec::new();
+        if self.id != 0 {
+            let id = self.id;
+            ACTIVE.with(|active| {
+                let mut active = active.borrow_mut();
+                if let Some(at) = active.iter().rposition(|(i, _)| *i == id) {
+                    active.remove(at);
+                }
+            });
+            if ANY_DEPENDENCIES.load(Ordering::Acquire)
+                && let Some(map) = DEPENDENCIES
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+            {
+                dependencies = map.remove(&id).unwrap_or_default();
+            }
+        }
         let record = CallRecord {
             id: None,
             function: self.name.to_owned(),
@@ -199,6 +290,7 @@ impl Call {
             ret,
             unavailable: std::mem::take(&mut self.unavailable),
             after: Vec::new(),
+            dependencies,
         };
         if let Some(sink) = SINK.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             sink(record);

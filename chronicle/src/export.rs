@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value as Json};
 
-use crate::record::CallRecord;
+use crate::record::{CallRecord, Dependency};
 use crate::storage::FunctionSummary;
 use crate::time::rfc3339;
 
@@ -45,8 +45,22 @@ pub fn record_json(r: &CallRecord) -> Json {
             .map(|(name, value)| (name.clone(), value.to_json()));
         object.insert("after".into(), Json::Object(after.collect()));
     }
-    // Dependency tracking (file, net, http, db) is not captured yet.
-    object.insert("dependencies".into(), Json::Array(vec![]));
+    let dependencies = r.dependencies.iter().map(dependency_json).collect();
+    object.insert("dependencies".into(), Json::Array(dependencies));
+    Json::Object(object)
+}
+
+/// `{"kind": "db", "detail": {...}, "duration_ns": N, "offset_ns": N}`.
+pub fn dependency_json(d: &Dependency) -> Json {
+    let detail = d
+        .detail
+        .iter()
+        .map(|(name, value)| (name.clone(), value.to_json()));
+    let mut object = Map::new();
+    object.insert("kind".into(), d.kind.as_str().into());
+    object.insert("detail".into(), Json::Object(detail.collect()));
+    object.insert("duration_ns".into(), d.duration_ns.into());
+    object.insert("offset_ns".into(), d.offset_ns.into());
     Json::Object(object)
 }
 

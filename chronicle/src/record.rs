@@ -66,6 +66,53 @@ pub struct CallRecord {
     /// Output parameters as they were when the call returned (pointees of non-const pointer
     /// parameters, read again at return when asked for), in declaration order.
     pub after: Vec<(String, Value)>,
+    /// What the call did outside itself while it ran (files, network, HTTP, databases), in
+    /// the order it started them; only what the innermost captured call on its thread did.
+    pub dependencies: Vec<Dependency>,
+}
+
+/// One operation a captured call made outside itself: a file opened, read or written, a
+/// connection, an HTTP exchange, a database statement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dependency {
+    pub kind: DependencyKind,
+    /// When it started, in nanoseconds after the call started.
+    pub offset_ns: u64,
+    /// `None` when it had not finished when the call returned.
+    pub duration_ns: Option<u64>,
+    /// What it was, by kind: `path`, `bytes`; `address`, `sent`, `received`; `method`,
+    /// `target`, `status`, `headers`; `system`, `statement`, `params`; ...
+    pub detail: Vec<(String, Value)>,
+}
+
+/// What kind of operation a [`Dependency`] was; the export format's `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DependencyKind {
+    File,
+    Net,
+    Http,
+    Db,
+}
+
+impl DependencyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyKind::File => "file",
+            DependencyKind::Net => "net",
+            DependencyKind::Http => "http",
+            DependencyKind::Db => "db",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DependencyKind> {
+        match s {
+            "file" => Some(DependencyKind::File),
+            "net" => Some(DependencyKind::Net),
+            "http" => Some(DependencyKind::Http),
+            "db" => Some(DependencyKind::Db),
+            _ => None,
+        }
+    }
 }
 
 impl CallRecord {

@@ -106,6 +106,12 @@ impl Redactor {
         if let Some(ret) = record.ret.as_mut() {
             count += self.value(ret);
         }
+        // SQL parameters, paths, headers: the same rules by name and by pattern.
+        for dependency in &mut record.dependencies {
+            for (name, value) in &mut dependency.detail {
+                count += self.field(name, value);
+            }
+        }
         count
     }
 
@@ -339,6 +345,39 @@ mod tests {
         assert_eq!(r.redact(&mut rec), 2);
         assert_eq!(rec.ret.unwrap().to_json(), json!({"token": "[REDACTED]"}));
         assert_eq!(rec.after[0].1, s("[REDACTED]"));
+    }
+
+    #[test]
+    fn dependency_details_too() {
+        use crate::record::{Dependency, DependencyKind};
+        let r = Redactor::new(&[], &[], false).unwrap();
+        let mut rec = record("f");
+        rec.args.clear();
+        rec.dependencies = vec![Dependency {
+            kind: DependencyKind::Db,
+            offset_ns: 0,
+            duration_ns: None,
+            detail: vec![
+                (
+                    "statement".into(),
+                    s("SELECT id FROM users WHERE email = 'ada@example.com'"),
+                ),
+                (
+                    "params".into(),
+                    Value::Struct(vec![
+                        ("api_key".into(), s("k-123")),
+                        ("n".into(), Value::UInt(1)),
+                    ]),
+                ),
+            ],
+        }];
+        assert_eq!(r.redact(&mut rec), 2);
+        let json = crate::export::dependency_json(&rec.dependencies[0]);
+        assert_eq!(
+            json["detail"],
+            json!({"statement": "SELECT id FROM users WHERE email = '[REDACTED]'",
+                   "params": {"api_key": "[REDACTED]", "n": 1}})
+        );
     }
 
     #[test]

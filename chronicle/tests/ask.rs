@@ -66,6 +66,7 @@ fn store(test: &str) -> (tempdir::Dir, SqliteStorage) {
                 ret: Some(ret),
                 unavailable: vec![],
                 after: vec![],
+                dependencies: vec![],
             }
         })
         .collect();

@@ -59,6 +59,7 @@ fn call(i: u64) -> CallRecord {
         ret: Some(ret),
         unavailable: Vec::new(),
         after: Vec::new(),
+        dependencies: Vec::new(),
     }
 }
 

@@ -138,6 +138,7 @@ fn call(function: &str, offset_ns: i64) -> CallRecord {
         ret: Some(Value::Bool(true)),
         unavailable: vec![],
         after: vec![],
+        dependencies: vec![],
     }
 }
 

@@ -426,6 +426,7 @@ fn write_store(path: &Path) {
             ret: Some(Value::Int(if qty >= 4 { -1 } else { qty as i64 * 100 })),
             unavailable: Vec::new(),
             after: Vec::new(),
+            dependencies: Vec::new(),
         })
         .collect();
     storage.insert(&mut records).unwrap();

@@ -317,6 +317,7 @@ fn record(
         ret: Some(ret),
         unavailable: Vec::new(),
         after: Vec::new(),
+        dependencies: Vec::new(),
     }
 }
 

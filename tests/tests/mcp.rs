@@ -140,6 +140,7 @@ fn store(name: &str, binary: &std::path::Path) -> std::path::PathBuf {
             ])),
             unavailable: vec![],
             after: vec![],
+            dependencies: vec![],
         })
         .collect();
     storage.insert(&mut records).unwrap();

@@ -26,6 +26,7 @@ fn call(function: &str, ms: i64, duration_ns: Option<u64>, status: Status) -> Ca
         ret: None,
         unavailable: vec![],
         after: vec![],
+        dependencies: vec![],
     }
 }
 

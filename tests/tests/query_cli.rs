@@ -35,6 +35,7 @@ fn store(name: &str) -> std::path::PathBuf {
         ret: Some(ret),
         unavailable: vec![],
         after: vec![],
+        dependencies: vec![],
     };
     let err = |e: &str| Value::Variant("Err".into(), Box::new(Value::Str(e.into())));
     let ok = |n: u64| Value::Variant("Ok".into(), Box::new(Value::UInt(n)));

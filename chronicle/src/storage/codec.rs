@@ -24,7 +24,7 @@
 use serde_json::{Value as Json, json};
 
 use super::StorageError;
-use crate::record::{CallRecord, Status, Value};
+use crate::record::{CallRecord, Dependency, DependencyKind, Status, Value};
 use crate::time;
 
 /// Values nested deeper than this cannot be stored (two JSON levels per value level, plus
@@ -63,6 +63,50 @@ pub(crate) fn decode_fields(text: &str) -> Result<Vec<(String, Value)>, DecodeEr
     fields_from_json(&serde_json::from_str(text)?)
 }
 
+/// Dependencies as `[[kind, offset_ns, duration_ns | null, [name, value, ...]], ...]`.
+pub(crate) fn encode_dependencies(dependencies: &[Dependency]) -> Result<String, TooDeep> {
+    let list = dependencies
+        .iter()
+        .map(|d| {
+            Ok(json!([
+                d.kind.as_str(),
+                d.offset_ns,
+                d.duration_ns,
+                fields_to_json(&d.detail, 1)?
+            ]))
+        })
+        .collect::<Result<Vec<Json>, TooDeep>>()?;
+    Ok(Json::Array(list).to_string())
+}
+
+pub(crate) fn decode_dependencies(text: &str) -> Result<Vec<Dependency>, DecodeError> {
+    let unexpected = |found: &Json| DecodeError::Unexpected {
+        expected: "[kind, offset_ns, duration_ns, fields]",
+        found: found.to_string(),
+    };
+    let json: Json = serde_json::from_str(text)?;
+    let Json::Array(list) = &json else {
+        return Err(unexpected(&json));
+    };
+    list.iter()
+        .map(|item| match item.as_array().map(Vec::as_slice) {
+            Some([kind, offset, duration, detail]) => Ok(Dependency {
+                kind: kind
+                    .as_str()
+                    .and_then(DependencyKind::parse)
+                    .ok_or_else(|| unexpected(item))?,
+                offset_ns: offset.as_u64().ok_or_else(|| unexpected(item))?,
+                duration_ns: match duration {
+                    Json::Null => None,
+                    d => Some(d.as_u64().ok_or_else(|| unexpected(item))?),
+                },
+                detail: fields_from_json(detail)?,
+            }),
+            _ => Err(unexpected(item)),
+        })
+        .collect()
+}
+
 /// The columns of a record that every backend stores encoded.
 pub(crate) struct EncodedRecord {
     pub(crate) timestamp_ns: i64,
@@ -72,6 +116,8 @@ pub(crate) struct EncodedRecord {
     pub(crate) unavailable: String,
     /// `None` when the record has no `after` values.
     pub(crate) after: Option<String>,
+    /// `None` when the record has no dependencies.
+    pub(crate) dependencies: Option<String>,
 }
 
 impl EncodedRecord {
@@ -115,6 +161,14 @@ impl EncodedRecord {
             } else {
                 Some(encode_fields(&record.after).map_err(|TooDeep| too_deep("after"))?)
             },
+            dependencies: if record.dependencies.is_empty() {
+                None
+            } else {
+                Some(
+                    encode_dependencies(&record.dependencies)
+                        .map_err(|TooDeep| too_deep("dependencies"))?,
+                )
+            },
         })
     }
 }
@@ -134,6 +188,7 @@ pub(crate) struct StoredRecord {
     pub(crate) ret: Option<String>,
     pub(crate) unavailable: String,
     pub(crate) after: Option<String>,
+    pub(crate) dependencies: Option<String>,
 }
 
 impl StoredRecord {
@@ -185,6 +240,10 @@ impl StoredRecord {
                 .map_err(|e| corrupt("unavailable")(DecodeError::Json(e)))?,
             after: match self.after.as_deref() {
                 Some(text) => decode_fields(text).map_err(corrupt("after_values"))?,
+                None => Vec::new(),
+            },
+            dependencies: match self.dependencies.as_deref() {
+                Some(text) => decode_dependencies(text).map_err(corrupt("dependencies"))?,
                 None => Vec::new(),
             },
         })

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_after_values.sql"),
     include_str!("../../migrations/postgres/0003_alerts.sql"),
     include_str!("../../migrations/postgres/0004_analysis_indexes.sql"),
+    include_str!("../../migrations/postgres/0005_dependencies.sql"),
 ];
 
 /// Created by [`migrate`] before the first migration, so that it can be read before any.
@@ -57,11 +58,11 @@ const MIGRATION_LOCK: i64 = 0x6368_726f_6e69_636c;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const COPY: &str = "COPY records (id, function, \"binary\", build_id, pid, tid, timestamp_ns, \
-    duration_ns, status, args, ret, unavailable, replayable, after_values) FROM STDIN \
+    duration_ns, status, args, ret, unavailable, replayable, after_values, dependencies) FROM STDIN \
     (FORMAT binary)";
 
 /// Column types of [`COPY`], in order.
-const COPY_TYPES: [Type; 14] = [
+const COPY_TYPES: [Type; 15] = [
     Type::INT8,
     Type::TEXT,
     Type::TEXT,
@@ -76,13 +77,14 @@ const COPY_TYPES: [Type; 14] = [
     Type::TEXT,
     Type::BOOL,
     Type::TEXT,
+    Type::TEXT,
 ];
 
 const NEXT_IDS: &str =
     "SELECT nextval(pg_get_serial_sequence('records', 'id')) FROM generate_series(1, $1::BIGINT)";
 
 const SELECT: &str = "SELECT id, function, \"binary\", build_id, pid, tid, timestamp_ns, \
-    duration_ns, status, args, ret, unavailable, after_values FROM records";
+    duration_ns, status, args, ret, unavailable, after_values, dependencies FROM records";
 
 /// Why a PostgreSQL store could not be opened or used.
 ///
@@ -477,6 +479,7 @@ impl Storage for PostgresStorage {
                     &row.unavailable,
                     &record.replayable(),
                     &row.after,
+                    &row.dependencies,
                 ])
                 .map_err(&write)?;
         }
@@ -739,6 +742,7 @@ impl Storage for PostgresStorage {
                     ret: row.get(10),
                     unavailable: row.get(11),
                     after: row.get(12),
+                    dependencies: row.get(13),
                 }
                 .decode()
             })

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_after_values.sql"),
     include_str!("../../migrations/sqlite/0003_alerts.sql"),
     include_str!("../../migrations/sqlite/0004_analysis_indexes.sql"),
+    include_str!("../../migrations/sqlite/0005_dependencies.sql"),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -34,11 +35,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INSERT: &str = "INSERT INTO records \
     (function, binary, build_id, pid, tid, timestamp_ns, duration_ns, status, args, ret, \
-     unavailable, replayable, after_values) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+     unavailable, replayable, after_values, dependencies) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
 const SELECT: &str = "SELECT id, function, binary, build_id, pid, tid, timestamp_ns, \
-    duration_ns, status, args, ret, unavailable, after_values FROM records";
+    duration_ns, status, args, ret, unavailable, after_values, dependencies FROM records";
 
 /// A SQLite file holding call records.
 #[derive(Debug)]
@@ -228,6 +229,7 @@ fn decode_row(row: &rusqlite::Row<'_>) -> Result<CallRecord, StorageError> {
         ret: row.get(10).map_err(&read)?,
         unavailable: row.get(11).map_err(&read)?,
         after: row.get(12).map_err(&read)?,
+        dependencies: row.get(13).map_err(&read)?,
     }
     .decode()
 }
@@ -262,6 +264,7 @@ impl Storage for SqliteStorage {
                         row.unavailable,
                         record.replayable(),
                         row.after,
+                        row.dependencies,
                     ])
                     .map_err(&write)?;
                 ids.push(tx.last_insert_rowid());

@@ -7,7 +7,7 @@ use super::{
     CallStats, ChangedOutput, FunctionSummary, OutcomeGroup, RecordOrder, RecordQuery, Storage,
 };
 use crate::limits::{Alert, AlertKind};
-use crate::record::{CallRecord, Status, Value};
+use crate::record::{CallRecord, Dependency, DependencyKind, Status, Value};
 use crate::time::from_unix_nanos;
 
 pub(crate) const BUILD_A: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -34,6 +34,7 @@ pub(crate) fn record(function: &str, secs: i64, duration_ns: u64) -> CallRecord 
         ret: Some(Value::Bool(true)),
         unavailable: vec![],
         after: vec![],
+        dependencies: vec![],
     }
 }
 
@@ -93,6 +94,31 @@ pub(crate) fn story(storage: &mut dyn Storage) {
             "order".into(),
             Value::Struct(vec![("zone".into(), Value::Enum("US".into()))]),
         ),
+    ];
+    rich.dependencies = vec![
+        Dependency {
+            kind: DependencyKind::Db,
+            offset_ns: 1_500,
+            duration_ns: Some(42_000),
+            detail: vec![
+                ("system".into(), s("sqlite")),
+                ("statement".into(), s("INSERT INTO orders VALUES (?1, ?2)")),
+                (
+                    "params".into(),
+                    Value::Array(vec![Value::UInt(u64::MAX), s("book")]),
+                ),
+            ],
+        },
+        Dependency {
+            kind: DependencyKind::Http,
+            offset_ns: 90_000,
+            duration_ns: None,
+            detail: vec![
+                ("method".into(), s("GET")),
+                ("target".into(), s("/stock/7")),
+                ("status".into(), Value::UInt(200)),
+            ],
+        },
     ];
     let mut failed = record(PROCESS, 1, 100);
     failed.status = Status::Error;

@@ -183,6 +183,7 @@ pub(super) fn realistic(n: usize) -> Vec<CallRecord> {
                 }),
                 unavailable: vec![],
                 after: vec![],
+                dependencies: vec![],
             }
         })
         .collect()
