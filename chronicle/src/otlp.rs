@@ -34,6 +34,15 @@
 //! `chronicle.unavailable.<name>` (why a value was not read). The resource carries
 //! `service.name`.
 //!
+//! **Dependencies** (files, connections, HTTP, database statements the call made) are child
+//! spans of the call's span: same trace, `parentSpanId` the call's, starting `offset_ns` after
+//! it and lasting `duration_ns` (to the call's end when unknown). Kind `CLIENT` (`INTERNAL`
+//! for files); named `SELECT`, `GET /stock/7`, `connect 127.0.0.1:80`, `file write`; with
+//! `chronicle.dependency.kind`, `chronicle.detail.<name>` for every detail field (the export
+//! format's JSON, as a string) and the semantic-convention names where one fits
+//! (`db.system.name`, `db.query.text`, `http.request.method`, `url.path`,
+//! `http.response.status_code`, `server.address`, `file.path`).
+//!
 //! **Ids.** Chronicle does not know yet which call called which, so every span is the root of
 //! its own trace. Trace and span id are a hash of the call's identity (function, binary,
 //! build ID, pid, tid, start, duration), not random: exporting the same call twice (say, live
@@ -55,13 +64,15 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde_json::Value as Json;
 
-use crate::record::{CallRecord, Status};
+use crate::record::{CallRecord, Dependency, DependencyKind, Status};
 
 /// The longest `Retry-After` a collector can make the exporter wait.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// `SPAN_KIND_INTERNAL`: a call inside the application.
 const SPAN_KIND_INTERNAL: u32 = 1;
+/// `SPAN_KIND_CLIENT`: a request to something outside it.
+const SPAN_KIND_CLIENT: u32 = 3;
 /// `STATUS_CODE_ERROR`.
 const STATUS_CODE_ERROR: u32 = 2;
 
@@ -488,11 +499,118 @@ pub fn export_request(records: &[CallRecord], service_name: &str) -> String {
                     name: "chronicle",
                     version: env!("CARGO_PKG_VERSION"),
                 },
-                spans: records.iter().map(span).collect(),
+                spans: records.iter().flat_map(spans).collect(),
             }],
         }],
     };
     serde_json::to_string(&request).expect("OTLP wire types always serialize")
+}
+
+/// The call's span, then one child span per dependency.
+fn spans(record: &CallRecord) -> Vec<wire::Span<'_>> {
+    let call = span(record);
+    let mut all = Vec::with_capacity(1 + record.dependencies.len());
+    let parent_start: u64 = call.start_time_unix_nano.parse().unwrap_or(0);
+    let parent_end: u64 = call.end_time_unix_nano.parse().unwrap_or(0);
+    let parent_id = u64::from_str_radix(&call.span_id, 16).unwrap_or(1);
+    for (i, d) in (1u64..).zip(&record.dependencies) {
+        all.push(dependency_span(
+            d,
+            &call,
+            parent_id,
+            i,
+            parent_start,
+            parent_end,
+        ));
+    }
+    all.insert(0, call);
+    all
+}
+
+fn dependency_span<'a>(
+    d: &'a Dependency,
+    parent: &wire::Span<'_>,
+    parent_id: u64,
+    index: u64,
+    parent_start: u64,
+    parent_end: u64,
+) -> wire::Span<'a> {
+    use wire::KeyValue;
+    let text = |name: &str| -> Option<String> {
+        d.detail
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| match v {
+                crate::Value::Str(s) | crate::Value::Enum(s) => s.clone(),
+                other => other.to_json().to_string(),
+            })
+    };
+    let name = match d.kind {
+        DependencyKind::Db => text("statement")
+            .and_then(|q| q.split_whitespace().next().map(str::to_uppercase))
+            .unwrap_or_else(|| "db".to_owned()),
+        DependencyKind::Http => match (text("method"), text("target")) {
+            (Some(m), Some(t)) => format!("{m} {t}"),
+            (Some(m), None) => m,
+            _ => "http".to_owned(),
+        },
+        DependencyKind::Net => match text("address") {
+            Some(a) => format!("connect {a}"),
+            None => "net".to_owned(),
+        },
+        DependencyKind::File => match text("op") {
+            Some(op) => format!("file {op}"),
+            None => "file".to_owned(),
+        },
+    };
+    let start = parent_start.saturating_add(d.offset_ns);
+    let end = d
+        .duration_ns
+        .map_or(parent_end.max(start), |ns| start.saturating_add(ns));
+    let mut attributes = vec![KeyValue::string(
+        "chronicle.dependency.kind",
+        d.kind.as_str(),
+    )];
+    for (field, key) in [
+        ("system", "db.system.name"),
+        ("statement", "db.query.text"),
+        ("method", "http.request.method"),
+        ("target", "url.path"),
+        ("address", "server.address"),
+        ("path", "file.path"),
+    ] {
+        if let Some(value) = text(field) {
+            attributes.push(KeyValue::string(key, value));
+        }
+    }
+    if let Some(status) = text("status").and_then(|s| s.parse::<i64>().ok()) {
+        attributes.push(KeyValue::int("http.response.status_code", status));
+    }
+    for (field, value) in &d.detail {
+        attributes.push(KeyValue::string(
+            format!("chronicle.detail.{field}"),
+            value.to_json().to_string(),
+        ));
+    }
+    let mut id = splitmix64(parent_id.wrapping_add(index.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+    if id == 0 {
+        id = 1;
+    }
+    wire::Span {
+        trace_id: parent.trace_id.clone(),
+        span_id: hex(&id.to_be_bytes()),
+        parent_span_id: Some(parent.span_id.clone()),
+        name: name.into(),
+        kind: if d.kind == DependencyKind::File {
+            SPAN_KIND_INTERNAL
+        } else {
+            SPAN_KIND_CLIENT
+        },
+        start_time_unix_nano: start.to_string(),
+        end_time_unix_nano: end.to_string(),
+        attributes,
+        status: None,
+    }
 }
 
 fn span(record: &CallRecord) -> wire::Span<'_> {
@@ -552,7 +670,8 @@ fn span(record: &CallRecord) -> wire::Span<'_> {
     wire::Span {
         trace_id: hex(&trace_id),
         span_id: hex(&span_id),
-        name: &record.function,
+        parent_span_id: None,
+        name: record.function.as_str().into(),
         kind: SPAN_KIND_INTERNAL,
         start_time_unix_nano: start.to_string(),
         end_time_unix_nano: end.to_string(),
@@ -607,7 +726,10 @@ mod wire {
         /// Hex, as OTLP/JSON writes ids (not base64, as protobuf's JSON mapping would).
         pub(super) trace_id: String,
         pub(super) span_id: String,
-        pub(super) name: &'a str,
+        /// Only for dependencies, under their call's span.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub(super) parent_span_id: Option<String>,
+        pub(super) name: Cow<'a, str>,
         pub(super) kind: u32,
         /// 64-bit integers are decimal strings in OTLP/JSON.
         pub(super) start_time_unix_nano: String,

@@ -313,6 +313,96 @@ fn spans_are_valid_otlp_with_exact_fields() {
 }
 
 #[test]
+fn dependencies_are_child_spans_of_their_call() {
+    use chronicle::record::{Dependency, DependencyKind};
+    let collector = Collector::accepting();
+    let exporter = OtlpExporter::spawn(config(&collector)).unwrap();
+    let mut record = call("orders::process_order", 0);
+    record.duration_ns = Some(90_000);
+    record.dependencies = vec![
+        Dependency {
+            kind: DependencyKind::Db,
+            offset_ns: 1_000,
+            duration_ns: Some(20_000),
+            detail: vec![
+                ("system".into(), Value::Str("sqlite".into())),
+                (
+                    "statement".into(),
+                    Value::Str("select qty from stock where id = ?1".into()),
+                ),
+                ("params".into(), Value::Array(vec![Value::UInt(7)])),
+            ],
+        },
+        Dependency {
+            kind: DependencyKind::Http,
+            offset_ns: 30_000,
+            duration_ns: None,
+            detail: vec![
+                ("method".into(), Value::Str("GET".into())),
+                ("target".into(), Value::Str("/stock/7".into())),
+                ("status".into(), Value::UInt(200)),
+            ],
+        },
+    ];
+    assert!(exporter.sender().send(&record));
+    exporter.finish();
+    let export = collector.requests()[0].parse();
+    let spans = &export.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(spans.len(), 3);
+    let (call, db, http) = (&spans[0], &spans[1], &spans[2]);
+    assert!(call.parent_span_id.is_empty());
+    let start = START_NS as u64;
+    let expect = [
+        (
+            db,
+            "SELECT",
+            SpanKind::Client,
+            start + 1_000,
+            start + 21_000,
+            vec![
+                "chronicle.dependency.kind=s:db",
+                "db.system.name=s:sqlite",
+                "db.query.text=s:select qty from stock where id = ?1",
+                r#"chronicle.detail.system=s:"sqlite""#,
+                r#"chronicle.detail.statement=s:"select qty from stock where id = ?1""#,
+                "chronicle.detail.params=s:[7]",
+            ],
+        ),
+        (
+            http,
+            "GET /stock/7",
+            SpanKind::Client,
+            start + 30_000,
+            // Not finished when the call returned: ends with the call.
+            start + 90_000,
+            vec![
+                "chronicle.dependency.kind=s:http",
+                "http.request.method=s:GET",
+                "url.path=s:/stock/7",
+                "http.response.status_code=i:200",
+                r#"chronicle.detail.method=s:"GET""#,
+                r#"chronicle.detail.target=s:"/stock/7""#,
+                "chronicle.detail.status=s:200",
+            ],
+        ),
+    ];
+    for (span, name, kind, begin, end, attrs) in expect {
+        assert_eq!(span.name, name);
+        assert_eq!(span.kind, kind as i32, "{name}");
+        assert_eq!(span.trace_id, call.trace_id, "{name}: same trace");
+        assert_eq!(span.parent_span_id, call.span_id, "{name}: under the call");
+        assert_ne!(span.span_id, call.span_id);
+        assert_eq!(
+            (span.start_time_unix_nano, span.end_time_unix_nano),
+            (begin, end),
+            "{name}"
+        );
+        assert_eq!(attributes(&span.attributes), attrs, "{name}");
+    }
+    assert_ne!(db.span_id, http.span_id);
+}
+
+#[test]
 fn batches_follow_max_batch() {
     let collector = Collector::accepting();
     let exporter = OtlpExporter::spawn(OtlpConfig {
