@@ -64,6 +64,39 @@ pub fn dependency_json(d: &Dependency) -> Json {
     Json::Object(object)
 }
 
+/// A dependency in a few words, from its export-format object: `SELECT`, `GET /stock/7`,
+/// `connect 127.0.0.1:80`, `file write /tmp/x`.
+pub fn dependency_summary(d: &Json) -> String {
+    let text = |name: &str| match &d["detail"][name] {
+        Json::Null => None,
+        Json::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    };
+    let kind = d["kind"].as_str().unwrap_or("dependency");
+    let words: Vec<String> = match kind {
+        "db" => vec![
+            text("statement")
+                .and_then(|q| q.split_whitespace().next().map(str::to_uppercase))
+                .unwrap_or_else(|| "db".to_owned()),
+        ],
+        "http" => [text("method"), text("target")]
+            .into_iter()
+            .flatten()
+            .collect(),
+        "net" => ["connect".to_owned()]
+            .into_iter()
+            .chain(text("address"))
+            .collect(),
+        "file" => ["file".to_owned()].into_iter().chain(text("op")).collect(),
+        other => vec![other.to_owned()],
+    };
+    if words.is_empty() {
+        kind.to_owned()
+    } else {
+        words.join(" ")
+    }
+}
+
 /// Records in the export format: a JSON array.
 pub fn export_json(records: &[CallRecord]) -> Json {
     Json::Array(records.iter().map(record_json).collect())

@@ -545,24 +545,7 @@ fn dependency_span<'a>(
                 other => other.to_json().to_string(),
             })
     };
-    let name = match d.kind {
-        DependencyKind::Db => text("statement")
-            .and_then(|q| q.split_whitespace().next().map(str::to_uppercase))
-            .unwrap_or_else(|| "db".to_owned()),
-        DependencyKind::Http => match (text("method"), text("target")) {
-            (Some(m), Some(t)) => format!("{m} {t}"),
-            (Some(m), None) => m,
-            _ => "http".to_owned(),
-        },
-        DependencyKind::Net => match text("address") {
-            Some(a) => format!("connect {a}"),
-            None => "net".to_owned(),
-        },
-        DependencyKind::File => match text("op") {
-            Some(op) => format!("file {op}"),
-            None => "file".to_owned(),
-        },
-    };
+    let name = crate::export::dependency_summary(&crate::export::dependency_json(d));
     let start = parent_start.saturating_add(d.offset_ns);
     let end = d
         .duration_ns

@@ -39,6 +39,9 @@ pub struct ReplayCase {
     pub unavailable: Vec<(String, String)>,
     /// Output parameters as they were at return, when captured.
     pub after: Map<String, Json>,
+    /// What the captured call did outside itself (export format): what a replay does not
+    /// repeat, and so a reason it may differ.
+    pub dependencies: Vec<Json>,
 }
 
 impl From<&CallRecord> for ReplayCase {
@@ -60,6 +63,11 @@ impl From<&CallRecord> for ReplayCase {
             duration_ns: r.duration_ns,
             unavailable: r.unavailable.clone(),
             after: to_map(&r.after),
+            dependencies: r
+                .dependencies
+                .iter()
+                .map(crate::export::dependency_json)
+                .collect(),
         }
     }
 }
@@ -108,6 +116,7 @@ impl ReplayCase {
                         .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned()))
                         .collect(),
                     after: object("after")?,
+                    dependencies: r["dependencies"].as_array().cloned().unwrap_or_default(),
                 })
             })
             .collect()
@@ -503,6 +512,9 @@ pub struct CallResult {
     pub reason: Option<String>,
     pub captured_ns: Option<u64>,
     pub replayed_ns: Option<u64>,
+    /// What the captured call did outside itself (export format), which replay does not
+    /// repeat.
+    pub dependencies: Vec<Json>,
 }
 
 impl CallResult {
@@ -588,6 +600,7 @@ impl ReplayReport {
                     "captured_ns": r.captured_ns,
                     "replayed_ns": r.replayed_ns,
                     "speedup": r.speedup(),
+                    "dependencies": r.dependencies,
                 })
             })
             .collect();
@@ -666,6 +679,14 @@ impl fmt::Display for ReplayReport {
             }
             if let Some(reason) = &r.reason {
                 writeln!(f, "  {reason}")?;
+            }
+            if !r.dependencies.is_empty() {
+                let made: Vec<String> = r
+                    .dependencies
+                    .iter()
+                    .map(crate::export::dependency_summary)
+                    .collect();
+                writeln!(f, "  the captured call also made: {}", made.join("; "))?;
             }
         }
         if bad.len() > SHOWN {
@@ -826,6 +847,7 @@ impl<'a> ReplayEngine<'a> {
             reason: None,
             captured_ns: case.duration_ns,
             replayed_ns: None,
+            dependencies: case.dependencies.clone(),
         };
         if let Some(reason) = case.not_replayable() {
             result.reason = Some(reason);
@@ -990,6 +1012,7 @@ mod tests {
             duration_ns: Some(2000),
             unavailable: Vec::new(),
             after: Map::new(),
+            dependencies: Vec::new(),
         }
     }
 
@@ -1093,6 +1116,10 @@ mod tests {
             {
                 let mut c = case(json!(9), Status::Ok);
                 c.args.insert("x".into(), json!(3));
+                c.dependencies = vec![
+                    json!({"kind": "db", "detail": {"statement": "select x from t"}, "duration_ns": 10}),
+                    json!({"kind": "http", "detail": {"method": "GET", "target": "/x/3"}, "duration_ns": null}),
+                ];
                 c
             },
             {
@@ -1123,10 +1150,20 @@ mod tests {
             )
         );
         assert!(text.contains("Total calls:  3\nPassed:       1 (33.3%)\nFailed:       1\nErrors:       0\nSkipped:      1\n"), "{text}");
-        assert!(text.contains("failed call 7:\n  $: 9 → 10\n"), "{text}");
+        assert!(
+            text.contains(
+                "failed call 7:\n  $: 9 → 10\n  the captured call also made: SELECT; GET /x/3\n"
+            ),
+            "{text}"
+        );
         let json = report.to_json();
         assert_eq!(json["total"], 3);
         assert_eq!(json["results"][1]["status"], "failed");
+        assert_eq!(
+            json["results"][1]["dependencies"],
+            json!(cases[1].dependencies)
+        );
+        assert_eq!(json["results"][0]["dependencies"], json!([]));
         assert_eq!(json["results"][2]["status"], "skipped");
     }
 
