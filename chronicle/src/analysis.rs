@@ -537,6 +537,110 @@ pub fn examples(storage: &dyn Storage, scope: &Scope, n: usize) -> Result<Json, 
     }))
 }
 
+/// What a function does outside itself: its calls' dependencies (files, connections, HTTP
+/// requests, database statements) grouped by kind and what they were, most frequent first,
+/// with how many calls made each, their durations and an example call. Reads the newest
+/// [`SAMPLE`] calls in scope.
+pub fn dependencies(storage: &dyn Storage, scope: &Scope) -> Result<Json, StorageError> {
+    let sample = newest(storage, scope.query(), SAMPLE)?;
+    struct Group {
+        kind: &'static str,
+        what: String,
+        count: u64,
+        calls: BTreeSet<usize>,
+        durations: Vec<u64>,
+        example: Json,
+        example_call: Option<i64>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    let mut with = 0u64;
+    for (i, r) in sample.iter().enumerate() {
+        with += u64::from(!r.dependencies.is_empty());
+        for d in &r.dependencies {
+            let json = crate::export::dependency_json(d);
+            let what = dependency_key(&json);
+            let kind = d.kind.as_str();
+            let at = match groups.iter().position(|g| g.kind == kind && g.what == what) {
+                Some(at) => at,
+                None => {
+                    groups.push(Group {
+                        kind,
+                        what,
+                        count: 0,
+                        calls: BTreeSet::new(),
+                        durations: Vec::new(),
+                        example: json["detail"].clone(),
+                        example_call: r.id,
+                    });
+                    groups.len() - 1
+                }
+            };
+            let g = &mut groups[at];
+            g.count += 1;
+            g.calls.insert(i);
+            g.durations.extend(d.duration_ns);
+        }
+    }
+    groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.what.cmp(&b.what)));
+    let list: Vec<Json> = groups
+        .iter_mut()
+        .map(|g| {
+            g.durations.sort_unstable();
+            let rank = |p: f64| {
+                (!g.durations.is_empty()).then(|| {
+                    let n = g.durations.len();
+                    g.durations[((p * n as f64).ceil() as usize).clamp(1, n) - 1]
+                })
+            };
+            json!({
+                "kind": g.kind,
+                "what": g.what,
+                "count": g.count,
+                "calls": g.calls.len(),
+                "share_of_calls": g.calls.len() as f64 / sample.len().max(1) as f64,
+                "p50_ns": rank(0.5),
+                "max_ns": g.durations.last(),
+                "example": g.example,
+                "example_call_id": g.example_call,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "type": "dependencies",
+        "function": scope.function,
+        "scope": scope.describe(),
+        "calls_read": sample.len(),
+        "sampled": sample.len() == SAMPLE,
+        "calls_with_dependencies": with,
+        "dependencies": list,
+    }))
+}
+
+/// What identifies a dependency across calls: the statement, the request line, the address,
+/// the file and operation.
+fn dependency_key(d: &Json) -> String {
+    let text = |name: &str| match &d["detail"][name] {
+        Json::Null => None,
+        Json::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    };
+    let parts: Vec<String> = match d["kind"].as_str() {
+        Some("db") => vec![text("statement")],
+        Some("http") => vec![text("method"), text("host"), text("target")],
+        Some("net") => vec![text("address")],
+        Some("file") => vec![text("op"), text("path")],
+        _ => vec![],
+    }
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        d["detail"].to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
 /// The recorded functions with their counts and latencies.
 pub fn functions(storage: &dyn Storage) -> Result<Json, StorageError> {
     let list = storage.functions()?;

@@ -38,6 +38,7 @@ pub enum Intent {
     InputDistribution,
     Examples,
     Functions,
+    Dependencies,
     Help,
 }
 
@@ -52,6 +53,7 @@ impl Intent {
             Intent::InputDistribution => "input_distribution",
             Intent::Examples => "examples",
             Intent::Functions => "functions",
+            Intent::Dependencies => "dependencies",
             Intent::Help => "help",
         }
     }
@@ -121,6 +123,26 @@ const INTENTS: &[(Intent, &[&str])] = &[
             "unwound",
             "wrong",
             "broke",
+        ],
+    ),
+    (
+        Intent::Dependencies,
+        &[
+            "depend",
+            " call?",
+            "what it calls",
+            "calls out",
+            "talk to",
+            "talks to",
+            "downstream",
+            "external",
+            " sql",
+            "database",
+            " db ",
+            "http",
+            "file",
+            "network",
+            "connect",
         ],
     ),
     (
@@ -446,7 +468,8 @@ pub fn help(known: &[String], question: &str) -> Json {
         "question": question,
         "message": "I could not tell what you want to know. Ask about errors, performance, \
                     changes over time or between builds, how often a function is called, \
-                    what its inputs look like, examples, or which functions were recorded.",
+                    what its inputs look like, examples, what it calls (files, network, HTTP, \
+                    databases), or which functions were recorded.",
         "examples": [
             format!("What inputs cause errors in {f}?"),
             format!("Show me the 5 slowest calls to {f}"),
@@ -454,6 +477,7 @@ pub fn help(known: &[String], question: &str) -> Json {
             format!("How often is {f} called per hour?"),
             format!("What do the inputs to {f} look like?"),
             format!("Show me examples of {f}"),
+            format!("What does {f} call?"),
             "Which functions were recorded?".to_owned(),
         ],
         "functions": known,
@@ -525,6 +549,7 @@ pub fn answer(
         }
         Intent::InputDistribution => analysis::input_distribution(storage, &scope)?,
         Intent::Examples => analysis::examples(storage, &scope, i.count.unwrap_or(5))?,
+        Intent::Dependencies => analysis::dependencies(storage, &scope)?,
         Intent::Drift => {
             let (before, after) = drift_periods(storage, &i, &function, now)?;
             analysis::drift(storage, &before, &after)?
@@ -790,6 +815,27 @@ mod tests {
             (
                 "sample calls to process_order from today",
                 "examples orders::process_order 2026-11-26T00:00:00Z - - -",
+            ),
+            // Dependencies.
+            (
+                "What does process_order call?",
+                "dependencies orders::process_order - - - -",
+            ),
+            (
+                "which SQL statements does make_quote run",
+                "dependencies make_quote - - - -",
+            ),
+            (
+                "what files does shipping_zone touch today",
+                "dependencies shipping_zone 2026-11-26T00:00:00Z - - -",
+            ),
+            (
+                "which HTTP endpoints does process_order hit",
+                "dependencies orders::process_order - - - -",
+            ),
+            (
+                "what external services does validate_user depend on",
+                "dependencies orders::validate_user - - - -",
             ),
             // Functions.
             ("Which functions were recorded?", "functions - - - - -"),

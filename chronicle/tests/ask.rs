@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chronicle::record::{CallRecord, Status, Value};
+use chronicle::record::{CallRecord, Dependency, DependencyKind, Status, Value};
 use chronicle::storage::Storage;
 use chronicle::storage::sqlite::SqliteStorage;
 use chronicle::testgen::BehaviorAgent;
@@ -66,12 +66,46 @@ fn store(test: &str) -> (tempdir::Dir, SqliteStorage) {
                 ret: Some(ret),
                 unavailable: vec![],
                 after: vec![],
-                dependencies: vec![],
+                dependencies: dependencies(i, qty),
             }
         })
         .collect();
     storage.insert(&mut records).unwrap();
     (dir, storage)
+}
+
+/// What call `i` did outside itself: every call that did not fail looks its price up
+/// (taking `i` µs); even quantities also ask the stock service.
+fn dependencies(i: u64, qty: u64) -> Vec<Dependency> {
+    if qty == 6 {
+        return vec![];
+    }
+    let mut list = vec![Dependency {
+        kind: DependencyKind::Db,
+        offset_ns: 100,
+        duration_ns: Some(i * 1000),
+        detail: vec![
+            ("system".into(), Value::Str("sqlite".into())),
+            (
+                "statement".into(),
+                Value::Str("SELECT price FROM items WHERE qty = ?1".into()),
+            ),
+            ("params".into(), Value::Array(vec![Value::UInt(qty)])),
+        ],
+    }];
+    if qty.is_multiple_of(2) {
+        list.push(Dependency {
+            kind: DependencyKind::Http,
+            offset_ns: 200,
+            duration_ns: None,
+            detail: vec![
+                ("method".into(), Value::Str("GET".into())),
+                ("target".into(), Value::Str("/stock".into())),
+                ("status".into(), Value::UInt(200)),
+            ],
+        });
+    }
+    list
 }
 
 /// Minimal temp dir, removed on drop.
@@ -270,4 +304,60 @@ fn frequency_distribution_examples_functions_and_help() {
         a["examples"][0],
         "What inputs cause errors in orders::process_order?"
     );
+}
+
+#[test]
+fn what_a_function_calls() {
+    let (_dir, storage) = store("what_a_function_calls");
+    let a = ask(&storage, "What does process_order call?");
+    assert_eq!(a["type"], "dependencies");
+    assert_eq!(a["function"], F);
+    assert_eq!(
+        (&a["calls_read"], &a["sampled"]),
+        (&json!(60), &json!(false))
+    );
+    // qty 6 (every sixth call) fails before calling anything.
+    assert_eq!(a["calls_with_dependencies"], 50);
+    let db = &a["dependencies"][0];
+    assert_eq!(
+        (&db["kind"], &db["what"], &db["count"], &db["calls"]),
+        (
+            &json!("db"),
+            &json!("SELECT price FROM items WHERE qty = ?1"),
+            &json!(50),
+            &json!(50)
+        )
+    );
+    assert_eq!(db["share_of_calls"], json!(50.0 / 60.0));
+    // Durations i µs for the 50 calls i with qty != 6: nearest-rank median and max.
+    let mut durations: Vec<u64> = (0..60u64)
+        .filter(|i| i % 6 != 5)
+        .map(|i| i * 1000)
+        .collect();
+    durations.sort_unstable();
+    assert_eq!(db["p50_ns"], json!(durations[24]));
+    assert_eq!(db["max_ns"], json!(58_000));
+    // The newest call first: call 58 (qty 5).
+    assert_eq!(db["example_call_id"], json!(id(58)));
+    assert_eq!(
+        db["example"],
+        json!({"system": "sqlite", "statement": "SELECT price FROM items WHERE qty = ?1", "params": [5]})
+    );
+    let http = &a["dependencies"][1];
+    assert_eq!(
+        (
+            &http["kind"],
+            &http["what"],
+            &http["count"],
+            &http["p50_ns"]
+        ),
+        (
+            &json!("http"),
+            &json!("GET /stock"),
+            &json!(20),
+            &Json::Null
+        )
+    );
+    assert_eq!(http["example_call_id"], json!(id(57)));
+    assert_eq!(a["dependencies"].as_array().unwrap().len(), 2);
 }

@@ -3,14 +3,16 @@
 
 use std::time::{Duration, SystemTime};
 
-use chronicle::record::{CallRecord, Status, Value};
+use chronicle::record::{CallRecord, Dependency, DependencyKind, Status, Value};
 use chronicle::storage::Storage;
 use chronicle::storage::sqlite::SqliteStorage;
-use chronicle_tests::{chronicle, chronicle_ok, scratch};
+use chronicle_tests::{chronicle, chronicle_bin, chronicle_ok, scratch};
 use serde_json::{Value as Json, json};
 
 /// Four calls of `orders::process_order`, the newest a minute ago, one a minute apart.
 fn store(name: &str) -> std::path::PathBuf {
+    // Build the binary first: the times below are relative to now.
+    chronicle_bin();
     let db = scratch(name).join("chronicle.db");
     let mut storage = SqliteStorage::open(&db).unwrap();
     let now = SystemTime::now();
@@ -39,12 +41,32 @@ fn store(name: &str) -> std::path::PathBuf {
     };
     let err = |e: &str| Value::Variant("Err".into(), Box::new(Value::Str(e.into())));
     let ok = |n: u64| Value::Variant("Ok".into(), Box::new(Value::UInt(n)));
+    // The newest call looked its price up and asked the stock service.
+    let mut newest = call(3, "carol", 1, Status::Ok, ok(100));
+    let text = |t: &str| Value::Str(t.into());
+    newest.dependencies = vec![
+        Dependency {
+            kind: DependencyKind::Db,
+            offset_ns: 100,
+            duration_ns: Some(2000),
+            detail: vec![("statement".into(), text("select price from items"))],
+        },
+        Dependency {
+            kind: DependencyKind::Http,
+            offset_ns: 3000,
+            duration_ns: Some(9000),
+            detail: vec![
+                ("method".into(), text("GET")),
+                ("target".into(), text("/stock")),
+            ],
+        },
+    ];
     storage
         .insert(&mut [
             call(0, "alice", 2, Status::Ok, ok(200)),
             call(1, "bob", 0, Status::Error, err("Empty")),
             call(2, "alice", 5, Status::Ok, ok(500)),
-            call(3, "carol", 1, Status::Ok, ok(100)),
+            newest,
         ])
         .unwrap();
     db
@@ -95,6 +117,14 @@ fn query_filters_and_orders() {
         json!({"order": {"customer": "bob", "qty": 0}})
     );
     assert_eq!(first["return"], json!({"Err": "Empty"}));
+    assert_eq!(first["dependencies"], json!([]));
+    assert_eq!(
+        query_json(&db, &["--limit", "1"])[0]["dependencies"],
+        json!([
+            {"kind": "db", "detail": {"statement": "select price from items"}, "duration_ns": 2000, "offset_ns": 100},
+            {"kind": "http", "detail": {"method": "GET", "target": "/stock"}, "duration_ns": 9000, "offset_ns": 3000},
+        ])
+    );
 
     // The table: one line per call, columns aligned.
     let out = chronicle_ok(&[
@@ -112,7 +142,7 @@ fn query_filters_and_orders() {
     assert!(
         lines[1].starts_with(" 4  ")
             && lines[1].contains(
-                "  16.0µs  ok      order={\"customer\":\"carol\",\"qty\":1}  {\"Ok\":100}"
+                "  16.0µs  ok      order={\"customer\":\"carol\",\"qty\":1}  {\"Ok\":100}  SELECT; GET /stock"
             ),
         "{text}"
     );

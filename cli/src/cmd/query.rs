@@ -7,6 +7,7 @@ use anyhow::Context;
 use chronicle::analysis::{
     CallFilter, Scope, call_json, parse_condition, parse_since, query_calls,
 };
+use chronicle::export::{dependency_json, dependency_summary};
 use chronicle::storage::match_function;
 use chronicle::time::rfc3339_seconds;
 
@@ -85,20 +86,35 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         writeln!(out, "no calls of {} match", filter.scope.function)
             .context("writing to stdout")?;
     } else {
-        let mut rows =
-            vec![["ID", "STARTED", "DURATION", "STATUS", "ARGS", "RETURN"].map(String::from)];
+        // What the calls did outside themselves, when any did.
+        let with_dependencies = calls.iter().any(|r| !r.dependencies.is_empty());
+        let mut header = vec!["ID", "STARTED", "DURATION", "STATUS", "ARGS", "RETURN"];
+        if with_dependencies {
+            header.push("MADE");
+        }
+        let mut rows: Vec<Vec<String>> = vec![header.into_iter().map(String::from).collect()];
         for r in &calls {
             let j = call_json(r);
-            rows.push([
+            let mut row = vec![
                 r.id.map_or("-".into(), |id| id.to_string()),
                 rfc3339_seconds(r.timestamp),
                 r.duration_ns.map_or_else(|| "-".into(), human_duration),
                 r.status.as_str().into(),
                 clip(&compact(&j["args"]), 60),
                 clip(&j["return"].to_string(), 40),
-            ]);
+            ];
+            if with_dependencies {
+                let made: Vec<String> = r
+                    .dependencies
+                    .iter()
+                    .map(|d| dependency_summary(&dependency_json(d)))
+                    .collect();
+                row.push(clip(&made.join("; "), 50));
+            }
+            rows.push(row);
         }
-        out.write_all(render_table(&rows, &[true, false, true, false, false, false]).as_bytes())
+        let right = [true, false, true, false, false, false, false];
+        out.write_all(render_table(&rows, &right[..rows[0].len()]).as_bytes())
             .context("writing to stdout")?;
     }
     out.flush().context("writing to stdout")?;
