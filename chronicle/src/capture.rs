@@ -66,6 +66,8 @@ pub fn init(storage: Box<dyn Storage>) -> Result<CaptureGuard, crate::config::Co
         if let Outcome::Store(record) = pipeline.process(record) {
             let _ = sender.send(record);
         }
+        // Limit alerts are stored as they are raised.
+        sender.send_alerts(pipeline.take_alerts());
     });
     Ok(CaptureGuard {
         writer: Some(writer),

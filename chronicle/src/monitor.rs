@@ -8,6 +8,7 @@
 //! watcher takes it about once a second to copy a [`Snapshot`].
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +48,8 @@ pub struct KernelCounts {
 #[derive(Clone, Debug)]
 pub struct Monitor {
     state: Arc<Mutex<State>>,
+    /// Alerts wait in `unstored_alerts`: lets [`Monitor::take_alerts`] skip the lock.
+    alerts_waiting: Arc<AtomicBool>,
 }
 
 type WriterProbe = Box<dyn Fn() -> WriterStats + Send>;
@@ -122,6 +125,7 @@ impl Monitor {
                 history: VecDeque::new(),
                 writer: None,
             })),
+            alerts_waiting: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -159,8 +163,11 @@ impl Monitor {
         self.lock().limits.reset(function, key);
     }
 
-    /// Alerts raised since the last call (to be stored).
+    /// Alerts raised since the last call (to be stored). Cheap when there are none.
     pub fn take_alerts(&self) -> Vec<Alert> {
+        if !self.alerts_waiting.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
         std::mem::take(&mut self.lock().unstored_alerts)
     }
 
@@ -176,7 +183,11 @@ impl Monitor {
     /// Runs `f` with the state the pipeline updates (one lock per record).
     pub(crate) fn with_state<T>(&self, f: impl FnOnce(&mut Recorder<'_>) -> T) -> T {
         let mut state = self.lock();
-        f(&mut Recorder { state: &mut state })
+        let result = f(&mut Recorder { state: &mut state });
+        if !state.unstored_alerts.is_empty() {
+            self.alerts_waiting.store(true, Ordering::Release);
+        }
+        result
     }
 
     /// A copy of everything, for watchers. `policy` gives the limits that apply.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::limits::Alert;
 use crate::record::CallRecord;
 use crate::storage::{Storage, StorageError};
 
@@ -50,10 +51,12 @@ pub struct WriterStats {
     pub written: u64,
     /// Batches stored.
     pub batches: u64,
-    /// Batches that could not be stored.
+    /// Batches of records, or of alerts, that could not be stored.
     pub write_errors: u64,
     /// Records in those batches.
     pub failed: u64,
+    /// Limit alerts stored.
+    pub alerts: u64,
 }
 
 #[derive(Default)]
@@ -63,6 +66,7 @@ struct Counters {
     batches: AtomicU64,
     write_errors: AtomicU64,
     failed: AtomicU64,
+    alerts: AtomicU64,
 }
 
 impl Counters {
@@ -73,6 +77,7 @@ impl Counters {
             batches: self.batches.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            alerts: self.alerts.load(Ordering::Relaxed),
         }
     }
 }
@@ -81,6 +86,8 @@ enum Message {
     /// Boxed because the channel allocates all its slots up front: [`CHANNEL_BOUND`] slots
     /// of a pointer each, rather than of a whole record.
     Record(Box<CallRecord>),
+    /// Limit alerts: written at once, in a transaction of their own.
+    Alerts(Vec<Alert>),
     /// Write what has arrived and stop.
     Finish,
 }
@@ -117,9 +124,17 @@ impl RecordSender {
                 self.counters.received.fetch_sub(1, Ordering::Relaxed);
                 match message {
                     Message::Record(record) => WriterClosed(record),
-                    Message::Finish => unreachable!("senders only send records"),
+                    Message::Alerts(_) | Message::Finish => {
+                        unreachable!("this sends a record")
+                    }
                 }
             })
+    }
+
+    /// Queues limit alerts for writing (next to the records, by the same connection).
+    /// Returns false when the writer has finished.
+    pub fn send_alerts(&self, alerts: Vec<Alert>) -> bool {
+        alerts.is_empty() || self.sender.send(Message::Alerts(alerts)).is_ok()
     }
 }
 
@@ -228,6 +243,7 @@ impl Writer {
                         self.flush();
                     }
                 }
+                Ok(Message::Alerts(alerts)) => self.write_alerts(&alerts),
                 Ok(Message::Finish) => {
                     // Take what is already queued; later sends fail once the receiver is gone.
                     loop {
@@ -238,6 +254,7 @@ impl Writer {
                                     self.flush();
                                 }
                             }
+                            Ok(Message::Alerts(alerts)) => self.write_alerts(&alerts),
                             Ok(Message::Finish) => {}
                             Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                         }
@@ -250,6 +267,23 @@ impl Writer {
                     self.flush();
                     return;
                 }
+            }
+        }
+    }
+
+    fn write_alerts(&mut self, alerts: &[Alert]) {
+        match self.storage.insert_alerts(alerts) {
+            Ok(()) => {
+                self.counters
+                    .alerts
+                    .fetch_add(alerts.len() as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.first_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(error);
             }
         }
     }
@@ -308,7 +342,8 @@ mod tests {
                 written: 7,
                 batches: 3,
                 write_errors: 0,
-                failed: 0
+                failed: 0,
+                alerts: 0
             }
         );
         assert_eq!(
@@ -325,6 +360,41 @@ mod tests {
             .map(|r| CallRecord { id: None, ..r })
             .collect();
         assert_eq!(without_ids, expected);
+    }
+
+    #[test]
+    fn alerts_are_written_as_they_come() {
+        let dir = TempDir::new();
+        let path = dir.path().join("chronicle.db");
+        let writer = BatchWriter::spawn(
+            Box::new(SqliteStorage::open(&path).unwrap()),
+            WriterOptions {
+                max_batch: 100,
+                max_delay: Duration::from_secs(3600),
+            },
+        );
+        let alert = Alert {
+            timestamp: std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(7),
+            function: "f".into(),
+            kind: crate::limits::AlertKind::FunctionLimit,
+            key: None,
+            limit: 3,
+            message: "f reached its limit of 3 stored calls; no more calls are stored".into(),
+        };
+        let sender = writer.sender();
+        assert!(sender.send_alerts(Vec::new()));
+        assert!(sender.send_alerts(vec![alert.clone()]));
+        // Written before the batch of records is due, and before finish.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while writer.stats().alerts == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stored = SqliteStorage::open_existing(&path)
+            .unwrap()
+            .alerts()
+            .unwrap();
+        assert_eq!(stored, [alert]);
+        assert_eq!(writer.finish().unwrap().alerts, 1);
     }
 
     #[test]
@@ -397,7 +467,8 @@ mod tests {
                 written: 1,
                 batches: 1,
                 write_errors: 0,
-                failed: 0
+                failed: 0,
+                alerts: 0
             }
         );
         assert_eq!(writer.finish().unwrap().batches, 1);

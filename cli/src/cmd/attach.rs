@@ -221,15 +221,18 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     let mut print = args.print;
     let mut not_written = 0u64;
     let mut stdout = std::io::stdout().lock();
-    let mut alerts = Vec::new();
+    let mut alerts = 0usize;
     let mut sink = |record: chronicle::CallRecord| {
         let record = match pipeline.process(record) {
             Outcome::Store(record) => record,
             Outcome::SampledOut | Outcome::Limited => {
-                for alert in pipeline.take_alerts() {
+                // Stored at once, by the writer, so a dashboard or query sees them now.
+                let raised = pipeline.take_alerts();
+                for alert in &raised {
                     eprintln!("chronicle: alert: {}", alert.message);
-                    alerts.push(alert);
                 }
+                alerts += raised.len();
+                sender.send_alerts(raised);
                 return;
             }
         };
@@ -287,16 +290,15 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     publish(&summary.functions);
     drop(session);
     drop(sender);
-    alerts.extend(pipeline.take_alerts());
+    let last = pipeline.take_alerts();
+    alerts += last.len();
+    if !last.is_empty() {
+        writer.sender().send_alerts(last);
+    }
     let written = writer.finish().context("writing the last records")?;
     let otlp = exporter.map(OtlpExporter::finish);
-    // Alerts and retention go through a connection of their own, now that the writer is done.
+    // Retention goes through a connection of its own, now that the writer is done.
     let mut maintenance = super::create_store(&store)?;
-    if !alerts.is_empty() {
-        maintenance
-            .insert_alerts(&alerts)
-            .context("storing alerts")?;
-    }
     let expired = chronicle::storage::enforce_retention(
         maintenance.as_mut(),
         config.retention_days,
@@ -356,8 +358,12 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             )?;
         }
     }
-    if !alerts.is_empty() {
-        writeln!(err, "chronicle: {} limit alerts stored", alerts.len())?;
+    if alerts > 0 {
+        writeln!(
+            err,
+            "chronicle: {alerts} limit alerts raised, {} stored",
+            written.alerts
+        )?;
     }
     if expired > 0 {
         writeln!(
