@@ -95,9 +95,10 @@ enum Source {
     Store {
         storage: Mutex<Box<dyn Storage>>,
         location: String,
-        /// The last snapshot and when it was made: the store is asked at most once per
-        /// [`PUSH_INTERVAL`] however many pages watch.
-        cache: Mutex<Option<(Instant, Json)>>,
+        /// The last snapshot, when it was made and how long that took: the store is asked
+        /// at most once per [`PUSH_INTERVAL`] however many pages watch, and a store whose
+        /// answer takes long (millions of records) is asked less often.
+        cache: Mutex<Option<(Instant, Duration, Json)>>,
     },
 }
 
@@ -159,14 +160,15 @@ impl Dashboard {
                 cache,
             } => {
                 let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((made, stats)) = cache.as_ref()
-                    && made.elapsed() < PUSH_INTERVAL
+                if let Some((made, took, stats)) = cache.as_ref()
+                    && made.elapsed() < PUSH_INTERVAL.max(*took * 5)
                 {
                     return Ok(stats.clone());
                 }
                 let storage = storage.lock().unwrap_or_else(|e| e.into_inner());
+                let started = Instant::now();
                 let stats = store_stats(storage.as_ref(), location, self.inner.started)?;
-                *cache = Some((Instant::now(), stats.clone()));
+                *cache = Some((Instant::now(), started.elapsed(), stats.clone()));
                 Ok(stats)
             }
         }
