@@ -252,3 +252,104 @@ fn indirect_functions_are_refused_with_a_reason() {
         );
     }
 }
+
+/// Records hold arguments: the database is created mode 0600, and under sudo it belongs to
+/// the user who ran sudo, who can then read it without root.
+#[test]
+fn the_database_is_private_and_belongs_to_the_sudo_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let name = "the_database_is_private_and_belongs_to_the_sudo_user";
+    if !bpf_available(name) {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let dir = scratch(name);
+    std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    let bank = build_c("bank", Opt::O0);
+    let service = Running::start(&bank, &["--interval-ms", "10"]);
+    let db = dir.join("chronicle.db");
+    let out = std::process::Command::new(chronicle_tests::chronicle_bin())
+        .args([
+            "attach",
+            "--pid",
+            &service.pid().to_string(),
+            "--func",
+            "factorial",
+        ])
+        .args(["--duration", "0.5", "--db", db.to_str().unwrap()])
+        .env("SUDO_UID", NOBODY.to_string())
+        .env("SUDO_GID", NOBODY.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = std::fs::metadata(&db).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.permissions().mode() & 0o777),
+        (NOBODY, NOBODY, 0o600)
+    );
+    for side in ["chronicle.db-wal", "chronicle.db-shm"] {
+        if let Ok(meta) = std::fs::metadata(dir.join(side)) {
+            assert_eq!(
+                (meta.uid(), meta.permissions().mode() & 0o777),
+                (NOBODY, 0o600),
+                "{side}"
+            );
+        }
+    }
+    // The sudo user reads it without root.
+    let read = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(chronicle_tests::chronicle_bin())
+        .args([
+            "export",
+            "factorial",
+            "-o",
+            "-",
+            "--limit",
+            "1",
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let records: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(records[0]["function"], "factorial");
+    // Without sudo, root's database is root's alone.
+    let other = dir.join("root.db");
+    let out = std::process::Command::new(chronicle_tests::chronicle_bin())
+        .args([
+            "attach",
+            "--pid",
+            &service.pid().to_string(),
+            "--func",
+            "factorial",
+        ])
+        .args(["--duration", "0.2", "--db", other.to_str().unwrap()])
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = std::fs::metadata(&other).unwrap();
+    assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (0, 0o600));
+}

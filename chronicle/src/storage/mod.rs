@@ -271,6 +271,12 @@ pub enum StorageError {
         found: u32,
         supported: u32,
     },
+    #[error("cannot create database {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open database {}", path.display())]
     Open {
         path: PathBuf,

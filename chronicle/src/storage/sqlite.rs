@@ -65,6 +65,26 @@ impl SqliteStorage {
                 directory: directory.to_owned(),
             });
         }
+        // Records hold arguments and return values: a new database is for its owner only.
+        // SQLite gives its WAL and shared-memory files the database file's mode (and, when
+        // it runs as root, its owner).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
+            if let Err(source) = created
+                && source.kind() != std::io::ErrorKind::AlreadyExists
+            {
+                return Err(StorageError::Create {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
         Self::open_with(path, OpenFlags::SQLITE_OPEN_CREATE)
     }
 
@@ -650,6 +670,27 @@ mod tests {
             .pragma_query_value(None, "synchronous", |row| row.get(0))
             .unwrap();
         assert_eq!(synchronous, 1, "NORMAL");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_is_for_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new();
+        let path = dir.path().join("chronicle.db");
+        let mut storage = SqliteStorage::open(&path).unwrap();
+        storage
+            .insert(&mut [crate::storage::story::record("f", 1, 10)])
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("chronicle.db-wal")), 0o600);
+        assert_eq!(mode(&dir.path().join("chronicle.db-shm")), 0o600);
+        // An existing file keeps the mode its owner gave it.
+        drop(storage);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        SqliteStorage::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o640);
     }
 
     #[test]

@@ -67,11 +67,51 @@ pub(crate) fn open_store(store: &StoreArgs) -> Result<Box<dyn Storage>, Failure>
 /// Opens the store for writing, creating it (its tables) when missing.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn create_store(store: &StoreArgs) -> Result<Box<dyn Storage>, Failure> {
+    if store.dsn.is_none() {
+        give_to_sudo_user(&store.db)?;
+    }
     match &store.dsn {
         Some(dsn) => PostgresStorage::open(dsn).map(boxed),
         None => SqliteStorage::open(&store.db).map(boxed),
     }
     .map_err(storage_failure)
+}
+
+/// Under `sudo`, a new SQLite database (mode 0600) belongs to the user who ran sudo, so that
+/// they can read it without root; SQLite then gives its WAL and shared-memory files the same
+/// owner. Does nothing for an existing file, or when not root through sudo.
+#[cfg(unix)]
+fn give_to_sudo_user(path: &std::path::Path) -> Result<(), Failure> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let sudo = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    let (Some(uid), Some(gid)) = (sudo("SUDO_UID"), sudo("SUDO_GID")) else {
+        return Ok(());
+    };
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    let file = match created {
+        Ok(file) => file,
+        // Existing, or not creatable: opening the store says what is wrong.
+        Err(_) => return Ok(()),
+    };
+    let root = file.metadata().is_ok_and(|m| m.uid() == 0);
+    if root {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot give {} to the sudo user (uid {uid}): {e}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn give_to_sudo_user(_: &std::path::Path) -> Result<(), Failure> {
+    Ok(())
 }
 
 fn boxed(storage: impl Storage + 'static) -> Box<dyn Storage> {
