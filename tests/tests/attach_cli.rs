@@ -263,7 +263,11 @@ fn the_database_is_private_and_belongs_to_the_sudo_user() {
         return;
     }
     const NOBODY: u32 = 65534;
-    let dir = scratch(name);
+    // Under the system temp directory: the checkout's own directories may not let another
+    // user through (a `mktemp -d` clone is 0700).
+    let dir = std::env::temp_dir().join(format!("chronicle-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
     let bank = build_c("bank", Opt::O0);
     let service = Running::start(&bank, &["--interval-ms", "10"]);
@@ -300,7 +304,9 @@ fn the_database_is_private_and_belongs_to_the_sudo_user() {
             );
         }
     }
-    // The sudo user reads it without root.
+    // The sudo user reads it without root (with a copy of the binary it can reach).
+    let bin = dir.join("chronicle");
+    std::fs::copy(chronicle_tests::chronicle_bin(), &bin).unwrap();
     let read = std::process::Command::new("setpriv")
         .args([
             "--reuid",
@@ -310,7 +316,7 @@ fn the_database_is_private_and_belongs_to_the_sudo_user() {
             "--clear-groups",
             "--",
         ])
-        .arg(chronicle_tests::chronicle_bin())
+        .arg(&bin)
         .args([
             "export",
             "factorial",
@@ -352,4 +358,5 @@ fn the_database_is_private_and_belongs_to_the_sudo_user() {
     );
     let meta = std::fs::metadata(&other).unwrap();
     assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (0, 0o600));
+    let _ = std::fs::remove_dir_all(&dir);
 }
