@@ -586,12 +586,7 @@ pub fn dependencies(storage: &dyn Storage, scope: &Scope) -> Result<Json, Storag
         .iter_mut()
         .map(|g| {
             g.durations.sort_unstable();
-            let rank = |p: f64| {
-                (!g.durations.is_empty()).then(|| {
-                    let n = g.durations.len();
-                    g.durations[((p * n as f64).ceil() as usize).clamp(1, n) - 1]
-                })
-            };
+            let rank = |p| crate::monitor::nearest_rank(&g.durations, p);
             json!({
                 "kind": g.kind,
                 "what": g.what,
@@ -619,11 +614,7 @@ pub fn dependencies(storage: &dyn Storage, scope: &Scope) -> Result<Json, Storag
 /// What identifies a dependency across calls: the statement, the request line, the address,
 /// the file and operation.
 fn dependency_key(d: &Json) -> String {
-    let text = |name: &str| match &d["detail"][name] {
-        Json::Null => None,
-        Json::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    };
+    let text = |name| crate::export::detail_text(d, name);
     let parts: Vec<String> = match d["kind"].as_str() {
         Some("db") => vec![text("statement")],
         Some("http") => vec![text("method"), text("host"), text("target")],

@@ -67,11 +67,7 @@ pub fn dependency_json(d: &Dependency) -> Json {
 /// A dependency in a few words, from its export-format object: `SELECT`, `GET /stock/7`,
 /// `connect 127.0.0.1:80`, `file write /tmp/x`.
 pub fn dependency_summary(d: &Json) -> String {
-    let text = |name: &str| match &d["detail"][name] {
-        Json::Null => None,
-        Json::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    };
+    let text = |name| detail_text(d, name);
     let kind = d["kind"].as_str().unwrap_or("dependency");
     let words: Vec<String> = match kind {
         "db" => vec![
@@ -94,6 +90,16 @@ pub fn dependency_summary(d: &Json) -> String {
         kind.to_owned()
     } else {
         words.join(" ")
+    }
+}
+
+/// A detail field of a dependency's export-format object as text: strings as they are,
+/// other values as JSON; `None` when absent.
+pub(crate) fn detail_text(d: &Json, name: &str) -> Option<String> {
+    match &d["detail"][name] {
+        Json::Null => None,
+        Json::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
     }
 }
 

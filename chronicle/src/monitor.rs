@@ -456,11 +456,7 @@ impl Latency {
         }
         let mut sorted: Vec<u64> = durations.iter().copied().collect();
         sorted.sort_unstable();
-        let rank = |p: f64| {
-            let n = sorted.len();
-            let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-            sorted[i]
-        };
+        let rank = |p| nearest_rank(&sorted, p).expect("not empty");
         Some(Latency {
             p50: rank(0.50),
             p90: rank(0.90),
@@ -469,6 +465,13 @@ impl Latency {
             samples: sorted.len(),
         })
     }
+}
+
+/// The nearest-rank `p` percentile (0 to 1) of sorted values, as the stores compute theirs;
+/// `None` when there are none.
+pub(crate) fn nearest_rank(sorted: &[u64], p: f64) -> Option<u64> {
+    let n = sorted.len();
+    (n > 0).then(|| sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1])
 }
 
 /// A function's stored count against its limit.

@@ -536,16 +536,9 @@ fn dependency_span<'a>(
     parent_end: u64,
 ) -> wire::Span<'a> {
     use wire::KeyValue;
-    let text = |name: &str| -> Option<String> {
-        d.detail
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| match v {
-                crate::Value::Str(s) | crate::Value::Enum(s) => s.clone(),
-                other => other.to_json().to_string(),
-            })
-    };
-    let name = crate::export::dependency_summary(&crate::export::dependency_json(d));
+    let json = crate::export::dependency_json(d);
+    let text = |name| crate::export::detail_text(&json, name);
+    let name = crate::export::dependency_summary(&json);
     let start = parent_start.saturating_add(d.offset_ns);
     let end = d
         .duration_ns

@@ -41,6 +41,19 @@ const INSERT: &str = "INSERT INTO records \
 const SELECT: &str = "SELECT id, function, binary, build_id, pid, tid, timestamp_ns, \
     duration_ns, status, args, ret, unavailable, after_values, dependencies FROM records";
 
+/// Creates the empty file a new database goes into, readable and writable by its owner only
+/// (mode 0600); fails with `AlreadyExists` when there is one. [`SqliteStorage::open`] uses
+/// it; a caller that must give the file to someone else first (the CLI under sudo) too.
+#[cfg(unix)]
+pub fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// A SQLite file holding call records.
 #[derive(Debug)]
 pub struct SqliteStorage {
@@ -70,13 +83,7 @@ impl SqliteStorage {
         // it runs as root, its owner).
         #[cfg(unix)]
         {
-            use std::os::unix::fs::OpenOptionsExt;
-            let created = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path);
-            if let Err(source) = created
+            if let Err(source) = create_private_file(path)
                 && source.kind() != std::io::ErrorKind::AlreadyExists
             {
                 return Err(StorageError::Create {

@@ -82,17 +82,12 @@ pub(crate) fn create_store(store: &StoreArgs) -> Result<Box<dyn Storage>, Failur
 /// owner. Does nothing for an existing file, or when not root through sudo.
 #[cfg(unix)]
 fn give_to_sudo_user(path: &std::path::Path) -> Result<(), Failure> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::MetadataExt;
     let sudo = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
     let (Some(uid), Some(gid)) = (sudo("SUDO_UID"), sudo("SUDO_GID")) else {
         return Ok(());
     };
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
-    let file = match created {
+    let file = match chronicle::storage::sqlite::create_private_file(path) {
         Ok(file) => file,
         // Existing, or not creatable: opening the store says what is wrong.
         Err(_) => return Ok(()),
