@@ -5,6 +5,7 @@
 
 #![cfg(target_os = "linux")]
 
+pub mod deps;
 mod error;
 mod lower;
 pub mod marshal;
@@ -13,6 +14,7 @@ pub mod replay;
 mod session;
 pub mod sys;
 
+pub use deps::{DependencyStats, Tracking};
 pub use error::AgentError;
 pub use session::{
     AttachOptions, FunctionStats, RunSummary, Session, StopReason, Target, TracedFunction,

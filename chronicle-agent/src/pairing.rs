@@ -100,6 +100,16 @@ impl<T> Pairing<T> {
         closed
     }
 
+    /// The innermost open call on `tid` whose frame lies above stack pointer `sp`: the call
+    /// that code running at `sp` belongs to.
+    pub fn innermost_mut(&mut self, tid: u32, sp: u64) -> Option<&mut OpenCall<T>> {
+        self.threads
+            .get_mut(&tid)?
+            .iter_mut()
+            .rev()
+            .find(|open| open.sp > sp)
+    }
+
     /// The thread exited: none of its open calls will return.
     pub fn thread_exit(&mut self, tid: u32) -> Vec<OpenCall<T>> {
         self.threads.remove(&tid).unwrap_or_default()
@@ -193,6 +203,17 @@ mod tests {
             1,
             "a deeper frame cannot outlive its caller's return"
         );
+    }
+
+    #[test]
+    fn code_deeper_than_a_frame_belongs_to_the_innermost_call_above_it() {
+        let mut p = Pairing::default();
+        p.enter(open(0, 1, 0x1000, 1));
+        p.enter(open(1, 1, 0x0f00, 2));
+        assert_eq!(p.innermost_mut(1, 0x0e00).unwrap().ktime_ns, 2);
+        assert_eq!(p.innermost_mut(1, 0x0f80).unwrap().ktime_ns, 1);
+        assert!(p.innermost_mut(1, 0x1000).is_none(), "not inside any call");
+        assert!(p.innermost_mut(2, 0x0100).is_none(), "another thread");
     }
 
     #[test]

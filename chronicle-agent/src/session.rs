@@ -14,7 +14,8 @@ use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use chronicle::{CallRecord, Status};
 use chronicle_common::{
     COUNTERS_MAP, CapturePlan, Counters, EVENTS_MAP, EventHeader, MAX_PROBES, PLANS_MAP,
-    RING_CONFIG_MAP, RingConfig, TRACED_PIDS_MAP, event_kind,
+    RING_CONFIG_MAP, RingConfig, SYSCALL_ENTER_ID, SYSCALL_EXIT_ID, TRACED_PIDS_MAP, event_kind,
+    flags,
 };
 use chronicle_symbols::dwarf::DebugInfo;
 use chronicle_symbols::elf::ElfFile;
@@ -23,6 +24,7 @@ use chronicle_symbols::maps::ProcessMaps;
 use chronicle_symbols::plan::{self, DecodedArgs, DecodedReturn, FunctionPlan, PlanLimits};
 use chronicle_symbols::resolve::{self, ResolvedFunction};
 
+use crate::deps::{self, CallDeps, Collector, DependencyStats, HasDeps, LibraryHook, Tracking};
 use crate::error::{AgentError, has_errno, is_permission_error};
 use crate::lower::{self, lower};
 use crate::pairing::{OpenCall, Pairing};
@@ -66,6 +68,8 @@ pub struct AttachOptions {
     /// Size of the ring buffer between the probes and the reader: headroom for bursts the
     /// reader cannot follow at once. A power of two, at least one page.
     pub ring_buffer_bytes: u32,
+    /// Which dependencies of captured calls to collect (files, network and HTTP, SQLite).
+    pub tracking: Tracking,
 }
 
 impl Default for AttachOptions {
@@ -80,6 +84,7 @@ impl Default for AttachOptions {
             wakeup_bytes: 256 * 1024,
             drain_interval: Duration::from_millis(10),
             ring_buffer_bytes: 64 * 1024 * 1024,
+            tracking: Tracking::default(),
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct RunSummary {
     /// Exit status of a program started by `attach -- PROGRAM`.
     pub exit: Option<sys::ExitStatus>,
     pub elapsed: Duration,
+    /// What dependency collection saw (all zero when it was off).
+    pub dependencies: DependencyStats,
 }
 
 impl RunSummary {
@@ -150,8 +157,16 @@ impl RunSummary {
 /// One probe (entry or return of one function); its index is its attach cookie.
 #[derive(Clone, Copy, Debug)]
 struct Probe {
-    function: usize,
+    target: ProbeTarget,
     is_return: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ProbeTarget {
+    /// A traced function (index into the functions).
+    Function(usize),
+    /// A library function whose calls are dependencies (index into the hooks).
+    Library(usize),
 }
 
 /// An attached session.
@@ -175,8 +190,25 @@ struct Tracker {
     probes: Vec<Probe>,
     functions: Vec<TracedFunction>,
     stats: Vec<FunctionStats>,
-    pairing: Pairing<DecodedArgs>,
+    pairing: Pairing<Open>,
     clock_offset_ns: i128,
+    hooks: Vec<LibraryHook>,
+    /// Plans of the followed syscalls: (nr, enter, exit).
+    syscalls: Vec<(u32, CapturePlan, CapturePlan)>,
+    collector: Collector,
+}
+
+/// What an open call carries until it returns.
+#[derive(Debug)]
+struct Open {
+    args: DecodedArgs,
+    deps: CallDeps,
+}
+
+impl HasDeps for Open {
+    fn deps(&mut self) -> &mut CallDeps {
+        &mut self.deps
+    }
 }
 
 impl Session {
@@ -193,13 +225,15 @@ impl Session {
             options.max_depth,
             options.capture_after,
         );
-        let (pid, child, functions) = match target {
+        let (pid, child, functions, hooks) = match target {
             Target::Pid(pid) => {
                 if !sys::process_exists(pid) {
                     return Err(AgentError::NoSuchProcess { pid });
                 }
-                let functions = resolve_in_process(pid, &options.functions, &limits)?;
-                (pid, None, functions)
+                let (elves, paths) = process_objects(pid)?;
+                let functions = resolve_functions(&elves, &paths, &options.functions, &limits)?;
+                let hooks = deps::library_hooks(&elves, &paths, options.tracking);
+                (pid, None, functions, hooks)
             }
             Target::Program { program, args } => {
                 let path = find_program(&program)?;
@@ -214,6 +248,7 @@ impl Session {
                 elves.extend(libs.iter().filter_map(|lib| ElfFile::open(lib).ok()));
                 let paths: Vec<PathBuf> = elves.iter().map(|e| e.path().to_owned()).collect();
                 let functions = resolve_functions(&elves, &paths, &options.functions, &limits)?;
+                let hooks = deps::library_hooks(&elves, &paths, options.tracking);
                 let arg_refs: Vec<&std::ffi::OsStr> =
                     args.iter().map(OsString::as_os_str).collect();
                 let child = sys::spawn_held(path.as_os_str(), &arg_refs).map_err(|source| {
@@ -222,10 +257,10 @@ impl Session {
                         source,
                     }
                 })?;
-                (child.pid, Some(child), functions)
+                (child.pid, Some(child), functions, hooks)
             }
         };
-        let probe_count = functions.len() * 2;
+        let probe_count = functions.len() * 2 + hooks.len() * 2;
         if probe_count > MAX_PROBES as usize {
             return Err(AgentError::TooManyProbes {
                 count: probe_count,
@@ -233,6 +268,7 @@ impl Session {
             });
         }
 
+        let syscalls = deps::syscall_plans(options.tracking);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
             .load(EBPF_OBJECT)
@@ -248,14 +284,38 @@ impl Session {
                     let mut plan = *plan;
                     if threshold != u32::MAX {
                         plan.sample_threshold = threshold;
-                        plan.flags |= chronicle_common::flags::CHECK_SKIPPED;
+                        plan.flags |= flags::CHECK_SKIPPED;
+                    }
+                    if options.tracking.any() {
+                        // Marks the thread as inside a captured call for dependency probes.
+                        plan.flags |= flags::SCOPE;
                     }
                     plans.insert(id, plan, 0).map_err(load_error)?;
                     probes.push(Probe {
-                        function: index,
+                        target: ProbeTarget::Function(index),
                         is_return,
                     });
                 }
+            }
+            for (index, hook) in hooks.iter().enumerate() {
+                for (is_return, plan) in [(false, Some(&hook.entry)), (true, hook.ret.as_ref())] {
+                    let Some(plan) = plan else { continue };
+                    plans
+                        .insert(probes.len() as u32, plan, 0)
+                        .map_err(load_error)?;
+                    probes.push(Probe {
+                        target: ProbeTarget::Library(index),
+                        is_return,
+                    });
+                }
+            }
+            for (nr, enter, exit) in &syscalls {
+                plans
+                    .insert(SYSCALL_ENTER_ID + nr, enter, 0)
+                    .map_err(load_error)?;
+                plans
+                    .insert(SYSCALL_EXIT_ID + nr, exit, 0)
+                    .map_err(load_error)?;
             }
         }
         {
@@ -304,13 +364,22 @@ impl Session {
                 if probe.is_return != is_return {
                     continue;
                 }
-                let function = &functions[probe.function];
-                let attach_path = attach_path(pid, &function.binary, child.is_some());
-                let offset = if is_return {
-                    function.file_offset
-                } else {
-                    function.entry_offset
+                let (name, binary, offset) = match probe.target {
+                    ProbeTarget::Function(index) => {
+                        let function = &functions[index];
+                        let offset = if is_return {
+                            function.file_offset
+                        } else {
+                            function.entry_offset
+                        };
+                        (&function.name[..], &function.binary, offset)
+                    }
+                    ProbeTarget::Library(index) => {
+                        let hook = &hooks[index];
+                        (hook.name, &hook.binary, hook.file_offset)
+                    }
                 };
+                let attach_path = attach_path(pid, binary, child.is_some());
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(offset),
                     cookie: Some(id as u64),
@@ -326,8 +395,8 @@ impl Session {
                             AgentError::NoSuchProcess { pid }
                         } else {
                             AgentError::Attach {
-                                function: function.name.clone(),
-                                binary: function.binary.clone(),
+                                function: name.to_owned(),
+                                binary: binary.clone(),
                                 source: Box::new(source),
                             }
                         }
@@ -341,6 +410,20 @@ impl Session {
             .map_err(load_error)?;
         exit_tp.load().map_err(load_error)?;
         exit_tp.attach("sched_process_exit").map_err(load_error)?;
+        if !syscalls.is_empty() {
+            for (program, tracepoint) in [
+                ("chronicle_sys_exit", "sys_exit"),
+                ("chronicle_sys_enter", "sys_enter"),
+            ] {
+                let tp: &mut RawTracePoint = ebpf
+                    .program_mut(program)
+                    .expect("syscall program in object")
+                    .try_into()
+                    .map_err(load_error)?;
+                tp.load().map_err(load_error)?;
+                tp.attach(tracepoint).map_err(load_error)?;
+            }
+        }
 
         let ring = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).expect("EVENTS map in object"))
             .map_err(load_error)?;
@@ -368,6 +451,9 @@ impl Session {
                 stats,
                 pairing: Pairing::default(),
                 clock_offset_ns: sys::realtime_offset_ns(),
+                hooks,
+                syscalls,
+                collector: Collector::new(options.tracking),
             },
             pid,
             child,
@@ -406,7 +492,8 @@ impl Session {
         // checking afterwards: calls skipped earlier may still be running.
         for (is_return, pass) in [(true, 0), (false, 1)] {
             for (id, probe) in self.tracker.probes.iter().enumerate() {
-                if probe.is_return != is_return {
+                if probe.is_return != is_return || !matches!(probe.target, ProbeTarget::Function(_))
+                {
                     continue;
                 }
                 let id = id as u32;
@@ -479,6 +566,7 @@ impl Session {
             functions: self.tracker.stats.clone(),
             exit,
             elapsed: started.elapsed(),
+            dependencies: self.tracker.collector.stats.clone(),
         })
     }
 
@@ -520,17 +608,39 @@ impl Session {
             stats.dropped = 0;
             stats.sampled_out = 0;
         }
+        let dependencies = &mut tracker.collector.stats;
+        dependencies.outside = 0;
+        dependencies.dropped = 0;
         for (id, probe) in tracker.probes.iter().enumerate() {
             let Ok(per_cpu) = counters.get(&(id as u32), 0) else {
                 continue;
             };
-            let stats = &mut tracker.stats[probe.function];
             for c in per_cpu.iter() {
-                if !probe.is_return {
-                    stats.calls += c.hits;
+                match probe.target {
+                    ProbeTarget::Function(index) => {
+                        let stats = &mut tracker.stats[index];
+                        if !probe.is_return {
+                            stats.calls += c.hits;
+                        }
+                        stats.dropped += c.ringbuf_full;
+                        stats.sampled_out += c.sampled_out;
+                    }
+                    ProbeTarget::Library(_) => {
+                        dependencies.outside += c.outside;
+                        dependencies.dropped += c.ringbuf_full;
+                    }
                 }
-                stats.dropped += c.ringbuf_full;
-                stats.sampled_out += c.sampled_out;
+            }
+        }
+        for (nr, _, _) in &tracker.syscalls {
+            for id in [SYSCALL_ENTER_ID + nr, SYSCALL_EXIT_ID + nr] {
+                let Ok(per_cpu) = counters.get(&id, 0) else {
+                    continue;
+                };
+                for c in per_cpu.iter() {
+                    dependencies.outside += c.outside;
+                    dependencies.dropped += c.ringbuf_full;
+                }
             }
         }
     }
@@ -546,8 +656,24 @@ impl Tracker {
         let header: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
         let payload = &bytes[header_len..];
         let payload = &payload[..(header.payload_len as usize).min(payload.len())];
+        if header.probe_id >= SYSCALL_ENTER_ID && header.kind != event_kind::THREAD_EXIT {
+            let (nr, exit) = if header.probe_id >= SYSCALL_EXIT_ID {
+                (header.probe_id - SYSCALL_EXIT_ID, true)
+            } else {
+                (header.probe_id - SYSCALL_ENTER_ID, false)
+            };
+            if let Some((_, enter_plan, exit_plan)) =
+                self.syscalls.iter().find(|(n, _, _)| *n == nr)
+            {
+                let plan = if exit { exit_plan } else { enter_plan };
+                self.collector
+                    .syscall(&mut self.pairing, nr, exit, plan, &header, payload);
+            }
+            return;
+        }
         match header.kind {
             event_kind::THREAD_EXIT => {
+                self.collector.thread_exit(header.tid);
                 for open in self.pairing.thread_exit(header.tid) {
                     let record =
                         self.unwound_record(open, "the thread exited before the call returned");
@@ -558,12 +684,31 @@ impl Tracker {
                 let Some(&probe) = self.probes.get(header.probe_id as usize) else {
                     return;
                 };
-                let function = &self.functions[probe.function];
+                let function_index = match probe.target {
+                    ProbeTarget::Function(index) => index,
+                    ProbeTarget::Library(index) => {
+                        let hook = &self.hooks[index];
+                        let plan = match (probe.is_return, &hook.ret) {
+                            (true, Some(ret)) => ret,
+                            _ => &hook.entry,
+                        };
+                        self.collector.library(
+                            &mut self.pairing,
+                            hook.call,
+                            probe.is_return,
+                            plan,
+                            &header,
+                            payload,
+                        );
+                        return;
+                    }
+                };
+                let function = &self.functions[function_index];
                 if probe.is_return {
                     let fetched = lower::results(&function.plan.ret, &header.fetch_len, payload);
                     let ret = function.plan.decode_return(&header.regs, &fetched);
                     // At a return the canonical frame address is the stack pointer.
-                    let closed = self.pairing.ret(header.tid, probe.function, header.cfa);
+                    let closed = self.pairing.ret(header.tid, function_index, header.cfa);
                     for open in closed.unwound {
                         let record = self.inferred_unwound_record(
                             open,
@@ -576,19 +721,22 @@ impl Tracker {
                             let record = self.record(open, Some(header.ktime_ns), ret);
                             sink(record);
                         }
-                        None => self.stats[probe.function].orphan_returns += 1,
+                        None => self.stats[function_index].orphan_returns += 1,
                     }
                 } else {
                     let fetched = lower::results(&function.plan.entry, &header.fetch_len, payload);
                     let decoded = function.plan.decode_entry(&header.regs, &fetched);
                     let open = OpenCall {
-                        function: probe.function,
+                        function: function_index,
                         // The stack pointer at the call's first instruction.
                         sp: header.cfa.wrapping_sub(8),
                         ktime_ns: header.ktime_ns,
                         pid: header.pid,
                         tid: header.tid,
-                        data: decoded,
+                        data: Open {
+                            args: decoded,
+                            deps: CallDeps::default(),
+                        },
                     };
                     for gone in self.pairing.enter(open) {
                         let record = self.inferred_unwound_record(
@@ -605,7 +753,7 @@ impl Tracker {
 
     /// An unwind inferred from the stack. If the kernel dropped events of this function, the
     /// missing return may be one of them, and the record says so instead of guessing.
-    fn inferred_unwound_record(&mut self, open: OpenCall<DecodedArgs>, reason: &str) -> CallRecord {
+    fn inferred_unwound_record(&mut self, open: OpenCall<Open>, reason: &str) -> CallRecord {
         let reason = if self.stats[open.function].dropped > 0 {
             "no return seen: the call unwound, or its return event was dropped (ring buffer full)"
         } else {
@@ -614,7 +762,7 @@ impl Tracker {
         self.unwound_record(open, reason)
     }
 
-    fn unwound_record(&mut self, open: OpenCall<DecodedArgs>, reason: &str) -> CallRecord {
+    fn unwound_record(&mut self, open: OpenCall<Open>, reason: &str) -> CallRecord {
         let returns_void = self.functions[open.function].plan.returns_void();
         let mut record = self.record(open, None, DecodedReturn::default());
         if !returns_void {
@@ -625,7 +773,7 @@ impl Tracker {
 
     fn record(
         &mut self,
-        open: OpenCall<DecodedArgs>,
+        open: OpenCall<Open>,
         return_ktime: Option<u64>,
         ret: DecodedReturn,
     ) -> CallRecord {
@@ -636,7 +784,8 @@ impl Tracker {
             stats.unwound += 1;
         }
         let wall_ns = (open.ktime_ns as i128 + self.clock_offset_ns).max(0) as u64;
-        let mut unavailable = open.data.unavailable;
+        let Open { args, deps } = open.data;
+        let mut unavailable = args.unavailable;
         unavailable.extend(ret.unavailable);
         // Kernel read failures include reads of inactive enum variants, which the decoder
         // ignores; count what the record actually lacks.
@@ -660,11 +809,11 @@ impl Tracker {
             } else {
                 Status::Ok
             },
-            args: open.data.args,
+            args: args.args,
             ret: ret.value,
             unavailable,
             after: ret.after,
-            dependencies: Vec::new(),
+            dependencies: deps.finish(open.ktime_ns),
         }
     }
 }
@@ -732,11 +881,8 @@ struct DebugCache {
     by_path: HashMap<PathBuf, Option<DebugInfo>>,
 }
 
-fn resolve_in_process(
-    pid: u32,
-    queries: &[String],
-    limits: &PlanLimits,
-) -> Result<Vec<TracedFunction>, AgentError> {
+/// The objects a process maps (the executable first) and the paths it maps them by.
+fn process_objects(pid: u32) -> Result<(Vec<ElfFile>, Vec<PathBuf>), AgentError> {
     let maps = ProcessMaps::read(pid).map_err(|source| {
         if is_permission_error(&source) {
             AgentError::NoAccess { pid, source }
@@ -769,7 +915,7 @@ fn resolve_in_process(
         // A zombie (or a kernel thread) maps nothing: there is nothing to trace.
         return Err(AgentError::NothingMapped { pid });
     }
-    resolve_functions(&elves, &map_paths, queries, limits)
+    Ok((elves, map_paths))
 }
 
 /// Resolves every query in `elves` (the executable first: a name it defines wins over a

@@ -30,8 +30,24 @@ pub const SAVED_MAP: &str = "SAVED";
 /// Words an entry probe can save for the return probe of the same call.
 pub const MAX_SAVES: usize = 4;
 
+/// Name of the LRU hash of threads inside a captured call (tid → the canonical frame
+/// address of the outermost open one). Dependency probes and the syscall tracepoints emit
+/// only on these threads, and only deeper in the stack than that call's frame.
+pub const ACTIVE_MAP: &str = "ACTIVE";
+
 /// Maximum number of probes (entry and return count separately) one agent attaches.
 pub const MAX_PROBES: u32 = 4096;
+/// Syscall numbers below this can have capture plans (x86-64 has about 460).
+pub const MAX_SYSCALL: u32 = 512;
+/// Plan and counter id of the `sys_enter` plan of syscall `nr`: `SYSCALL_ENTER_ID + nr`.
+pub const SYSCALL_ENTER_ID: u32 = MAX_PROBES;
+/// Plan and counter id of the `sys_exit` plan of syscall `nr`: `SYSCALL_EXIT_ID + nr`.
+pub const SYSCALL_EXIT_ID: u32 = MAX_PROBES + MAX_SYSCALL;
+/// Entries of the plan and counter maps: probes, then syscall entries and exits.
+pub const MAX_PLANS: u32 = MAX_PROBES + 2 * MAX_SYSCALL;
+/// The [`FrameKey::cfa`] under which a syscall's entry saves words for its exit (a thread
+/// runs one syscall at a time).
+pub const SYSCALL_FRAME: u64 = u64::MAX;
 /// Maximum fetch operations in one capture plan.
 pub const MAX_FETCH_OPS: usize = 32;
 /// Event size classes. The verifier needs each fetch's destination and length bounded
@@ -129,6 +145,13 @@ pub mod flags {
     pub const CHECK_SKIPPED: u8 = 1;
     /// Return probe: load the words the entry probe of this call saved ([`super::SAVED_MAP`]).
     pub const LOAD_SAVED: u8 = 2;
+    /// A captured function's probe while dependencies are tracked: the entry marks the
+    /// thread as inside a captured call ([`super::ACTIVE_MAP`]), the return of the
+    /// outermost such call clears the mark.
+    pub const SCOPE: u8 = 4;
+    /// A dependency probe (a library call such as `sqlite3_step`): emits only on a thread
+    /// inside a captured call, deeper in the stack than it.
+    pub const DEPENDENCY: u8 = 8;
 }
 
 /// One step of a capture plan: read memory the target can see.
@@ -311,8 +334,10 @@ pub struct Counters {
     pub fetch_errors: u64,
     /// Calls left out by in-kernel sampling (counted at entry; their returns are silent).
     pub sampled_out: u64,
+    /// Dependency probe and syscall hits outside any captured call: not emitted, by design.
+    pub outside: u64,
 }
-const _: () = assert!(size_of::<Counters>() == 48);
+const _: () = assert!(size_of::<Counters>() == 56);
 
 /// Ring buffer wake-up policy (one-entry array).
 #[repr(C)]

@@ -4,7 +4,7 @@ use aya_ebpf::{
     EbpfContext,
     bindings::pt_regs,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{
             bpf_get_attach_cookie, bpf_get_prandom_u32, bpf_probe_read_user,
             bpf_probe_read_user_str,
@@ -16,8 +16,9 @@ use aya_ebpf::{
 };
 use chronicle_common::{
     CapturePlan, Counters, EventHeader, FetchOp, FrameKey, GP_REGS, LARGE_SLOT, LargeEvent,
-    MAX_FETCH_OPS, MAX_PROBES, MAX_SAVES, RingConfig, SMALL_SLOT, SavedWords, SmallEvent, base,
-    class, event_kind, fetch_status, flags, len_from, op_kind, reg,
+    MAX_FETCH_OPS, MAX_PLANS, MAX_SAVES, MAX_SYSCALL, RingConfig, SMALL_SLOT, SYSCALL_ENTER_ID,
+    SYSCALL_EXIT_ID, SYSCALL_FRAME, SavedWords, SmallEvent, base, class, event_kind, fetch_status,
+    flags, len_from, op_kind, reg,
 };
 
 /// 16 MiB: about 140 000 header-only events or 11 000 small-plan events of headroom.
@@ -25,10 +26,16 @@ use chronicle_common::{
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
 #[map]
-static PLANS: HashMap<u32, CapturePlan> = HashMap::with_max_entries(MAX_PROBES, 0);
+static PLANS: HashMap<u32, CapturePlan> = HashMap::with_max_entries(MAX_PLANS, 0);
 
 #[map]
-static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_PROBES, 0);
+static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_PLANS, 0);
+
+/// Threads inside a captured call: tid → canonical frame address of the outermost open one.
+/// LRU: a thread whose outermost call never returned is eventually evicted (and a dependency
+/// emitted from a stale entry is dropped by user space, which knows the open calls).
+#[map]
+static ACTIVE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);
 
 #[map]
 static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
@@ -97,7 +104,8 @@ fn counters(probe_id: u32) -> Option<&'static mut Counters> {
 /// The verifier only allows context loads at a constant offset from the context pointer;
 /// volatile loads stop LLVM from merging them into a load through a computed pointer.
 fn read_regs(regs: *const pt_regs, out: &mut [u64; GP_REGS]) {
-    // SAFETY: `regs` is the program's context, valid for reads for the whole run.
+    // SAFETY: `regs` is the program's context or a copy on its stack, valid for reads for the
+    // whole run.
     unsafe {
         out[reg::RAX as usize] = core::ptr::read_volatile(&raw const (*regs).rax);
         out[reg::RDX as usize] = core::ptr::read_volatile(&raw const (*regs).rdx);
@@ -145,11 +153,12 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
     let cfa_base = if plan.cfa_reg == reg::RBP { bp } else { sp };
     let cfa = cfa_base.wrapping_add(plan.cfa_offset as i64 as u64);
     let pid_tgid = bpf_get_current_pid_tgid();
-    let frame = FrameKey {
-        tid: pid_tgid as u32,
-        _pad0: 0,
-        cfa,
-    };
+    let tid = pid_tgid as u32;
+    let frame = FrameKey { tid, _pad0: 0, cfa };
+    if plan.flags & flags::DEPENDENCY != 0 && !inside_captured_call(tid, sp) {
+        counters.outside += 1;
+        return 0;
+    }
     if kind == event_kind::ENTRY && plan.sample_threshold != u32::MAX {
         // SAFETY: the helper has no preconditions.
         if unsafe { bpf_get_prandom_u32() } >= plan.sample_threshold {
@@ -166,17 +175,97 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
             return 0;
         }
     }
-    let header = |out: &mut EventHeader| {
-        out.kind = kind;
-        out.probe_id = probe_id;
-        out.pid = (pid_tgid >> 32) as u32;
-        out.tid = pid_tgid as u32;
-        out.ktime_ns = now();
-        out.cfa = cfa;
-        out.ip = ip;
-        read_regs(regs, &mut out.regs);
-        out.payload_len = 0;
-        out._pad0 = 0;
+    if plan.flags & flags::SCOPE != 0 {
+        // SAFETY: the value is copied out at once.
+        let outer = unsafe { ACTIVE.get(&tid) }.copied();
+        if kind == event_kind::ENTRY {
+            // Stacks grow down: an open call with a higher frame encloses this one; a mark
+            // at or below this frame is stale (that call unwound without returning).
+            if outer.is_none_or(|outer| outer <= cfa) {
+                let _ = ACTIVE.insert(&tid, &cfa, 0);
+            }
+        } else if outer == Some(cfa) {
+            let _ = ACTIVE.remove(&tid);
+        }
+    }
+    let mut saved = None;
+    if kind == event_kind::RETURN && plan.flags & flags::LOAD_SAVED != 0 {
+        // SAFETY: the value is copied out at once.
+        saved = unsafe { SAVED.get(&frame) }.copied();
+        if saved.is_some() {
+            let _ = SAVED.remove(&frame);
+        }
+    }
+    let fired = Fired {
+        kind,
+        probe_id,
+        pid_tgid,
+        cfa,
+        ip,
+        regs,
+    };
+    emit(&fired, plan, counters, saved.as_ref(), &frame);
+    0
+}
+
+/// Whether a dependency at stack pointer `sp` on thread `tid` runs inside a captured call.
+fn inside_captured_call(tid: u32, sp: u64) -> bool {
+    // SAFETY: the value is copied out at once.
+    unsafe { ACTIVE.get(&tid) }.is_some_and(|&outer| sp < outer)
+}
+
+/// `sys_enter(struct pt_regs *regs, long id)`: a syscall of a thread inside a captured call,
+/// when user space gave that syscall a plan.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn chronicle_sys_enter(ctx: RawTracePointContext) -> u32 {
+    syscall(&ctx, event_kind::ENTRY)
+}
+
+/// `sys_exit(struct pt_regs *regs, long ret)`: the return value is in `regs->ax` too.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn chronicle_sys_exit(ctx: RawTracePointContext) -> u32 {
+    syscall(&ctx, event_kind::RETURN)
+}
+
+/// Every syscall on the machine passes here: the first test (one map lookup) lets all
+/// threads that are not inside a captured call go at once.
+fn syscall(ctx: &RawTracePointContext, kind: u32) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: the value is copied out at once.
+    let Some(outer) = (unsafe { ACTIVE.get(&tid) }).copied() else {
+        return 0;
+    };
+    let regs_ptr: *const pt_regs = ctx.arg(0);
+    // SAFETY: the tracepoint's first argument is the thread's saved user registers.
+    let Ok(user_regs) = (unsafe { bpf_probe_read_kernel(regs_ptr) }) else {
+        return 0;
+    };
+    let nr = user_regs.orig_rax;
+    if nr >= MAX_SYSCALL as u64 {
+        return 0;
+    }
+    let probe_id = if kind == event_kind::ENTRY {
+        SYSCALL_ENTER_ID
+    } else {
+        SYSCALL_EXIT_ID
+    } + nr as u32;
+    // SAFETY: plans are written whole by user space before the tracepoint is attached.
+    let Some(plan) = (unsafe { PLANS.get(&probe_id) }) else {
+        return 0;
+    };
+    let Some(counters) = counters(probe_id) else {
+        return 0;
+    };
+    counters.hits += 1;
+    if user_regs.rsp >= outer {
+        counters.outside += 1;
+        return 0;
+    }
+    let frame = FrameKey {
+        tid,
+        _pad0: 0,
+        cfa: SYSCALL_FRAME,
     };
     let mut saved = None;
     if kind == event_kind::RETURN && plan.flags & flags::LOAD_SAVED != 0 {
@@ -186,13 +275,56 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
             let _ = SAVED.remove(&frame);
         }
     }
-    let saved = saved.as_ref();
+    let fired = Fired {
+        kind,
+        probe_id,
+        pid_tgid,
+        // The user stack pointer: user space attributes the syscall to the innermost open
+        // call above it.
+        cfa: user_regs.rsp,
+        ip: user_regs.rip,
+        regs: &raw const user_regs,
+    };
+    emit(&fired, plan, counters, saved.as_ref(), &frame);
+    0
+}
+
+/// A probe or tracepoint hit that passed its filters.
+struct Fired {
+    kind: u32,
+    probe_id: u32,
+    pid_tgid: u64,
+    cfa: u64,
+    ip: u64,
+    /// The target's registers (a uprobe's context, or a copy of a syscall's user registers).
+    regs: *const pt_regs,
+}
+
+fn emit(
+    fired: &Fired,
+    plan: &CapturePlan,
+    counters: &mut Counters,
+    saved: Option<&SavedWords>,
+    frame: &FrameKey,
+) {
+    let header = |out: &mut EventHeader| {
+        out.kind = fired.kind;
+        out.probe_id = fired.probe_id;
+        out.pid = (fired.pid_tgid >> 32) as u32;
+        out.tid = fired.pid_tgid as u32;
+        out.ktime_ns = now();
+        out.cfa = fired.cfa;
+        out.ip = fired.ip;
+        read_regs(fired.regs, &mut out.regs);
+        out.payload_len = 0;
+        out._pad0 = 0;
+    };
     let emitted = match plan.class {
         class::SMALL => {
-            emit_with_payload::<SmallEvent, SMALL_SLOT>(header, plan, counters, saved, &frame)
+            emit_with_payload::<SmallEvent, SMALL_SLOT>(header, plan, counters, saved, frame)
         }
         class::LARGE => {
-            emit_with_payload::<LargeEvent, LARGE_SLOT>(header, plan, counters, saved, &frame)
+            emit_with_payload::<LargeEvent, LARGE_SLOT>(header, plan, counters, saved, frame)
         }
         _ => match EVENTS.reserve::<EventHeader>(0) {
             Some(mut entry) => {
@@ -200,7 +332,7 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
                 let out = unsafe { &mut *entry.as_mut_ptr() };
                 header(out);
                 out.fetch_len = [0; MAX_FETCH_OPS];
-                save::<SMALL_SLOT>(plan, &out.regs, core::ptr::null_mut(), &frame);
+                save::<SMALL_SLOT>(plan, &out.regs, core::ptr::null_mut(), frame);
                 entry.submit(wakeup_flags(size_of::<EventHeader>() as u64));
                 true
             }
@@ -212,7 +344,6 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
     } else {
         counters.ringbuf_full += 1;
     }
-    0
 }
 
 /// Events of one size class: a header followed by a payload buffer of `2 * SLOT` bytes.

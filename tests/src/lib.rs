@@ -76,7 +76,18 @@ pub fn build_c(name: &str, opt: Opt) -> PathBuf {
     })
 }
 
+/// As [`build_c`], linked with these libraries (`"sqlite3"` for `-lsqlite3`).
+pub fn build_c_with(name: &str, opt: Opt, libs: &[&str]) -> PathBuf {
+    once(&format!("build_c:{name}:{}", opt.flag()), || {
+        build_c_linked(name, opt, libs)
+    })
+}
+
 fn build_c_uncached(name: &str, opt: Opt) -> PathBuf {
+    build_c_linked(name, opt, &[])
+}
+
+fn build_c_linked(name: &str, opt: Opt, libs: &[&str]) -> PathBuf {
     let src = workspace().join("tests/fixtures").join(format!("{name}.c"));
     let out = fixture_dir().join(format!("{name}-O{}", opt.flag()));
     let tmp = unique(&out);
@@ -84,7 +95,8 @@ fn build_c_uncached(name: &str, opt: Opt) -> PathBuf {
         Command::new("cc")
             .args(["-g", &format!("-O{}", opt.flag()), "-pthread", "-o"])
             .arg(&tmp)
-            .arg(&src),
+            .arg(&src)
+            .args(libs.iter().map(|lib| format!("-l{lib}"))),
     );
     std::fs::rename(&tmp, &out).expect("move fixture into place");
     out

@@ -61,6 +61,17 @@ pub struct Args {
     /// for bursts. Events that do not fit are counted as dropped.
     #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = ring_size)]
     pub ring_buffer_mb: u32,
+    /// Record the files each captured call opens, reads and writes (config: track_file_io).
+    #[arg(long)]
+    pub track_file_io: bool,
+    /// Record the connections each captured call makes and its plain-text HTTP requests
+    /// (config: track_http_calls).
+    #[arg(long)]
+    pub track_http_calls: bool,
+    /// Record the SQL each captured call runs through SQLite, with bound parameters
+    /// (config: track_db_calls).
+    #[arg(long)]
+    pub track_db_calls: bool,
     /// Print each captured call as it is stored.
     #[arg(long)]
     pub print: bool,
@@ -95,7 +106,7 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     use chronicle::otlp::{OtlpConfig, OtlpExporter};
     use chronicle::pipeline::{Outcome, Pipeline, Policy, PolicyHandle};
     use chronicle::writer::{BatchWriter, WriterOptions};
-    use chronicle_agent::{AttachOptions, Session, StopReason, Target, sys};
+    use chronicle_agent::{AttachOptions, Session, StopReason, Target, Tracking, sys};
 
     let duration = match args.duration {
         Some(secs) if !(secs.is_finite() && secs > 0.0) => {
@@ -166,9 +177,14 @@ pub fn run(args: Args) -> Result<u8, Failure> {
         capture_after: args.after,
         sampling_rate: policy.get().kernel_rate(),
         ring_buffer_bytes: args.ring_buffer_mb * 1024 * 1024,
+        tracking: Tracking {
+            files: args.track_file_io || config.track_file_io,
+            network: args.track_http_calls || config.track_http_calls,
+            db: args.track_db_calls || config.track_db_calls,
+        },
         ..Default::default()
     };
-    let mut session = Session::attach(target, options).map_err(|e| {
+    let mut session = Session::attach(target, options.clone()).map_err(|e| {
         if e.is_environment() {
             Failure::environment(e)
         } else {
@@ -347,6 +363,14 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             err,
             "chronicle: {} events were dropped because the ring buffer was full",
             summary.dropped()
+        )?;
+    }
+    let deps = &summary.dependencies;
+    if options.tracking.any() {
+        writeln!(
+            err,
+            "chronicle: dependencies: {} recorded from {} events; {} dropped (ring buffer full), {} not attributable to a captured call",
+            deps.recorded, deps.events, deps.dropped, deps.unattributed
         )?;
     }
     for (function, p) in pipeline.stats() {

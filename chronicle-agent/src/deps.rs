@@ -1,0 +1,1498 @@
+//! Dependencies collected from outside the process: the files, connections, HTTP requests and
+//! SQL statements a captured call made while it ran.
+//!
+//! The kernel side only reports; it emits a syscall or library call only on a thread inside a
+//! captured call (the `ACTIVE` mark that captured functions' probes keep) and deeper in the
+//! stack than that call. Here the events become [`Dependency`]s of the innermost open call:
+//! syscall entries wait for their exits, descriptors are mapped to paths and peer addresses,
+//! socket traffic that starts with an HTTP request line becomes an `http` dependency, and
+//! SQLite statements are followed from `sqlite3_prepare*` through `sqlite3_bind_*` to
+//! `sqlite3_step`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use chronicle::Value;
+use chronicle::record::{Dependency, DependencyKind};
+use chronicle_common::{
+    CapturePlan, EventHeader, FetchOp, LARGE_SLOT, SMALL_SLOT, base, class, flags, len_from,
+    op_kind, reg,
+};
+use chronicle_symbols::elf::ElfFile;
+
+use crate::pairing::Pairing;
+
+/// Which dependencies to collect (`track_file_io`, `track_http_calls`, `track_db_calls`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tracking {
+    /// Files: `open`, `read`, `write`, `close` of descriptors that are not sockets.
+    pub files: bool,
+    /// Connections and the HTTP requests on them (plain text).
+    pub network: bool,
+    /// SQL statements run through SQLite.
+    pub db: bool,
+}
+
+impl Tracking {
+    pub fn any(self) -> bool {
+        self.files || self.network || self.db
+    }
+
+    fn syscalls(self) -> bool {
+        self.files || self.network
+    }
+}
+
+/// Counts of what dependency collection saw and could not use; nothing is dropped silently.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DependencyStats {
+    /// Syscall and library events received from the kernel.
+    pub events: u64,
+    /// Dependencies attached to calls.
+    pub recorded: u64,
+    /// Hits outside any captured call, filtered in the kernel (not an error).
+    pub outside: u64,
+    /// Events the kernel could not write because the ring buffer was full.
+    pub dropped: u64,
+    /// Events with no open captured call to attach to (that call's entry was dropped or
+    /// sampled out, or it unwound), or an exit whose entry was not seen.
+    pub unattributed: u64,
+}
+
+/// The syscalls followed, by what they do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sys {
+    /// The path is a C string in this register.
+    Open {
+        path: u8,
+    },
+    /// `content`: the first bytes read are copied at the exit (HTTP status lines).
+    Read {
+        content: bool,
+    },
+    /// `content`: the first bytes written are copied at the entry (HTTP request lines).
+    Write {
+        content: bool,
+    },
+    Close,
+    Connect,
+}
+
+/// x86-64 syscall numbers.
+const SYSCALLS: &[(u32, Sys)] = &[
+    (0, Sys::Read { content: true }),     // read
+    (1, Sys::Write { content: true }),    // write
+    (2, Sys::Open { path: reg::RDI }),    // open
+    (3, Sys::Close),                      // close
+    (17, Sys::Read { content: false }),   // pread64
+    (18, Sys::Write { content: false }),  // pwrite64
+    (19, Sys::Read { content: false }),   // readv
+    (20, Sys::Write { content: false }),  // writev
+    (42, Sys::Connect),                   // connect
+    (44, Sys::Write { content: true }),   // sendto
+    (45, Sys::Read { content: true }),    // recvfrom
+    (46, Sys::Write { content: false }),  // sendmsg
+    (47, Sys::Read { content: false }),   // recvmsg
+    (85, Sys::Open { path: reg::RDI }),   // creat
+    (257, Sys::Open { path: reg::RSI }),  // openat
+    (295, Sys::Read { content: false }),  // preadv
+    (296, Sys::Write { content: false }), // pwritev
+    (437, Sys::Open { path: reg::RSI }),  // openat2
+];
+
+/// Longest path read by `open`.
+const PATH_BYTES: u16 = 256;
+/// Bytes of a write or send copied to find an HTTP request line and `Host` header.
+const WRITE_BYTES: u16 = 256;
+/// Bytes of a read or receive copied to find an HTTP status line.
+const READ_BYTES: u16 = 64;
+/// Longest SQL statement read (a LARGE plan).
+const SQL_BYTES: u16 = 2048;
+/// Longest text parameter read.
+const PARAM_BYTES: u16 = 256;
+/// Bytes of an address read by `connect` (`sockaddr_in6` is 28, `sockaddr_un` 110).
+const SOCKADDR_BYTES: u16 = 128;
+
+/// A plan under construction: ops are laid out one after another in the payload.
+struct PlanBuilder {
+    plan: CapturePlan,
+    next_dst: u16,
+    large: bool,
+}
+
+impl PlanBuilder {
+    fn new(flags: u8) -> PlanBuilder {
+        PlanBuilder {
+            plan: CapturePlan {
+                flags,
+                ..CapturePlan::default()
+            },
+            next_dst: 0,
+            large: false,
+        }
+    }
+
+    fn push(&mut self, mut op: FetchOp) -> usize {
+        let index = self.plan.n_ops as usize;
+        op.dst = self.next_dst;
+        op.scale = 1;
+        // Results are 8-aligned so a fetched pointer can be followed.
+        self.next_dst += op.len.div_ceil(8) * 8;
+        self.large |= op.len as usize > SMALL_SLOT || op.dst as usize >= SMALL_SLOT;
+        self.plan.ops[index] = op;
+        self.plan.n_ops += 1;
+        index
+    }
+
+    /// A NUL-terminated string whose address is in `reg`.
+    fn c_string(&mut self, reg: u8, cap: u16) -> usize {
+        self.push(FetchOp {
+            kind: op_kind::C_STRING,
+            base: base::REG,
+            base_src: reg as u16,
+            len: cap,
+            ..FetchOp::default()
+        })
+    }
+
+    /// Bytes at the address in `reg`, as many as `len_reg` says, at most `cap`.
+    fn memory(&mut self, reg: u8, len_reg: u8, cap: u16) -> usize {
+        self.push(FetchOp {
+            kind: op_kind::MEMORY,
+            base: base::REG,
+            base_src: reg as u16,
+            len_from: len_from::REG,
+            len_src: len_reg as u16,
+            len: cap,
+            ..FetchOp::default()
+        })
+    }
+
+    /// Return probes: the word the entry saved in `slot`.
+    fn saved(&mut self, slot: u16) -> usize {
+        self.push(FetchOp {
+            kind: op_kind::SAVED,
+            base_src: slot,
+            len: 8,
+            ..FetchOp::default()
+        })
+    }
+
+    /// Bytes at the address op `pointer` fetched, as many as `len_reg` says, at most `cap`
+    /// (`len_reg` `None`: exactly `cap`).
+    fn memory_at(&mut self, pointer: usize, len_reg: Option<u8>, cap: u16) -> usize {
+        let base_src = self.plan.ops[pointer].dst;
+        self.push(FetchOp {
+            kind: op_kind::MEMORY,
+            base: base::FETCHED,
+            base_src,
+            len_from: if len_reg.is_some() {
+                len_from::REG
+            } else {
+                len_from::CONST
+            },
+            len_src: len_reg.unwrap_or(0) as u16,
+            len: cap,
+            parent: pointer as u8 + 1,
+            ..FetchOp::default()
+        })
+    }
+
+    /// Entry probes: keep register `reg` for the return (slot = order of calls).
+    fn save_reg(&mut self, reg: u8) {
+        let slot = self.plan.n_saves as usize;
+        self.plan.save_base[slot] = base::REG;
+        self.plan.save_src[slot] = reg as u16;
+        self.plan.n_saves += 1;
+    }
+
+    /// A return probe's plan: its frame address is the stack pointer after `ret`, which is
+    /// the entry's (`sp + 8` at the first instruction), so saved words are found.
+    fn at_return(flags: u8) -> PlanBuilder {
+        let mut builder = PlanBuilder::new(flags);
+        builder.plan.cfa_offset = 0;
+        builder
+    }
+
+    fn build(mut self) -> CapturePlan {
+        if self.plan.n_ops > 0 {
+            self.plan.class = if self.large {
+                class::LARGE
+            } else {
+                class::SMALL
+            };
+            self.plan.payload_len = self.next_dst as u32;
+            debug_assert!(self.plan.payload_len as usize <= 2 * LARGE_SLOT);
+        }
+        self.plan
+    }
+}
+
+/// The bytes op `index` of `plan` fetched, or why there are none.
+fn fetched<'a>(
+    plan: &CapturePlan,
+    header: &EventHeader,
+    payload: &'a [u8],
+    index: usize,
+) -> Option<&'a [u8]> {
+    let len = header.fetch_len[index];
+    if len < 0 {
+        return None;
+    }
+    let dst = plan.ops[index].dst as usize;
+    let bytes = payload.get(dst..dst + len as usize)?;
+    Some(if plan.ops[index].kind == op_kind::C_STRING {
+        bytes.strip_suffix(&[0]).unwrap_or(bytes)
+    } else {
+        bytes
+    })
+}
+
+fn fetched_u64(plan: &CapturePlan, header: &EventHeader, payload: &[u8], index: usize) -> u64 {
+    fetched(plan, header, payload, index)
+        .and_then(|b| b.get(..8))
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// The `sys_enter` and `sys_exit` plans for every followed syscall: `(nr, enter, exit)`.
+pub(crate) fn syscall_plans(tracking: Tracking) -> Vec<(u32, CapturePlan, CapturePlan)> {
+    if !tracking.syscalls() {
+        return Vec::new();
+    }
+    SYSCALLS
+        .iter()
+        .filter(|(_, sys)| match sys {
+            Sys::Open { .. } => tracking.files,
+            Sys::Connect => tracking.network,
+            _ => true,
+        })
+        .map(|&(nr, sys)| {
+            let mut enter = PlanBuilder::new(0);
+            let mut exit = PlanBuilder::new(0);
+            match sys {
+                Sys::Open { path } => {
+                    enter.c_string(path, PATH_BYTES);
+                }
+                Sys::Read { content: true } if tracking.network => {
+                    enter.save_reg(reg::RSI);
+                    exit.plan.flags |= flags::LOAD_SAVED;
+                    let buffer = exit.saved(0);
+                    exit.memory_at(buffer, Some(reg::RAX), READ_BYTES);
+                }
+                Sys::Write { content: true } if tracking.network => {
+                    enter.memory(reg::RSI, reg::RDX, WRITE_BYTES);
+                }
+                Sys::Connect => {
+                    enter.memory(reg::RSI, reg::RDX, SOCKADDR_BYTES);
+                }
+                _ => {}
+            }
+            (nr, enter.build(), exit.build())
+        })
+        .collect()
+}
+
+/// Library functions followed by uprobes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LibCall {
+    /// `sqlite3_prepare`, `_v2` (`ppStmt` in RCX) and `_v3` (in R8).
+    SqlitePrepare {
+        out_reg: u8,
+    },
+    SqliteBindInt,
+    SqliteBindInt64,
+    SqliteBindDouble,
+    SqliteBindText,
+    SqliteBindNull,
+    SqliteStep,
+    SqliteReset,
+    SqliteClearBindings,
+    SqliteFinalize,
+    SqliteExec,
+}
+
+const LIBRARY_CALLS: &[(&str, LibCall)] = &[
+    (
+        "sqlite3_prepare",
+        LibCall::SqlitePrepare { out_reg: reg::RCX },
+    ),
+    (
+        "sqlite3_prepare_v2",
+        LibCall::SqlitePrepare { out_reg: reg::RCX },
+    ),
+    (
+        "sqlite3_prepare_v3",
+        LibCall::SqlitePrepare { out_reg: reg::R8 },
+    ),
+    ("sqlite3_bind_int", LibCall::SqliteBindInt),
+    ("sqlite3_bind_int64", LibCall::SqliteBindInt64),
+    ("sqlite3_bind_double", LibCall::SqliteBindDouble),
+    ("sqlite3_bind_text", LibCall::SqliteBindText),
+    ("sqlite3_bind_null", LibCall::SqliteBindNull),
+    ("sqlite3_step", LibCall::SqliteStep),
+    ("sqlite3_reset", LibCall::SqliteReset),
+    ("sqlite3_clear_bindings", LibCall::SqliteClearBindings),
+    ("sqlite3_finalize", LibCall::SqliteFinalize),
+    ("sqlite3_exec", LibCall::SqliteExec),
+];
+
+impl LibCall {
+    /// Plans for the entry and (when the return matters) the return probe.
+    fn plans(self) -> (CapturePlan, Option<CapturePlan>) {
+        // Statements are prepared once and run many times, often before any captured call:
+        // their text is always followed, or a cached statement would run as "?". Finalize too,
+        // so a reused statement address is not taken for the old statement.
+        let gate = match self {
+            LibCall::SqlitePrepare { .. } | LibCall::SqliteFinalize => 0,
+            _ => flags::DEPENDENCY,
+        };
+        let mut entry = PlanBuilder::new(gate);
+        let mut ret = None;
+        match self {
+            LibCall::SqlitePrepare { out_reg } => {
+                entry.c_string(reg::RSI, SQL_BYTES);
+                entry.save_reg(out_reg);
+                let mut at_return = PlanBuilder::at_return(gate | flags::LOAD_SAVED);
+                let out = at_return.saved(0);
+                at_return.memory_at(out, None, 8);
+                ret = Some(at_return);
+            }
+            LibCall::SqliteBindText => {
+                entry.c_string(reg::RDX, PARAM_BYTES);
+            }
+            LibCall::SqliteExec => {
+                entry.c_string(reg::RSI, SQL_BYTES);
+                ret = Some(PlanBuilder::at_return(gate));
+            }
+            LibCall::SqliteStep => ret = Some(PlanBuilder::at_return(gate)),
+            _ => {}
+        }
+        (entry.build(), ret.map(PlanBuilder::build))
+    }
+}
+
+/// A library function found in one of the process's objects.
+pub(crate) struct LibraryHook {
+    pub call: LibCall,
+    pub name: &'static str,
+    /// The object as the process maps it.
+    pub binary: PathBuf,
+    pub file_offset: u64,
+    pub entry: CapturePlan,
+    pub ret: Option<CapturePlan>,
+}
+
+/// The library functions to probe, in whichever object defines them (the executable first:
+/// a statically linked SQLite is found there). `paths[i]` is how the process maps `elves[i]`.
+pub(crate) fn library_hooks(
+    elves: &[ElfFile],
+    paths: &[PathBuf],
+    tracking: Tracking,
+) -> Vec<LibraryHook> {
+    if !tracking.db {
+        return Vec::new();
+    }
+    let mut hooks = Vec::new();
+    for &(name, call) in LIBRARY_CALLS {
+        let found = elves.iter().zip(paths).find_map(|(elf, path)| {
+            let symbol = elf
+                .functions()
+                .iter()
+                .find(|s| s.name == name && s.address != 0)?;
+            if elf.is_ifunc(symbol.address) {
+                return None;
+            }
+            Some((path, elf.file_offset(symbol.address)?))
+        });
+        if let Some((path, file_offset)) = found {
+            let (entry, ret) = call.plans();
+            hooks.push(LibraryHook {
+                call,
+                name,
+                binary: path.clone(),
+                file_offset,
+                entry,
+                ret,
+            });
+        }
+    }
+    hooks
+}
+
+/// What a descriptor refers to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Fd {
+    File(String),
+    Socket {
+        address: Option<String>,
+    },
+    /// Event fds, epoll and the like: machinery, not dependencies.
+    Internal,
+}
+
+/// A dependency of an open call, still being filled in.
+#[derive(Debug)]
+struct Building {
+    kind: DependencyKind,
+    start: u64,
+    end: Option<u64>,
+    detail: Detail,
+}
+
+#[derive(Debug)]
+enum Detail {
+    File {
+        path: String,
+        ops: Vec<&'static str>,
+        read: u64,
+        written: u64,
+        error: Option<String>,
+    },
+    Net {
+        address: Option<String>,
+        sent: u64,
+        received: u64,
+        error: Option<String>,
+    },
+    Http {
+        method: String,
+        target: String,
+        host: Option<String>,
+        status: Option<u16>,
+        address: Option<String>,
+        sent: u64,
+        received: u64,
+        error: Option<String>,
+    },
+    Db {
+        statement: String,
+        params: Vec<Value>,
+        rows: Option<u64>,
+        error: Option<String>,
+    },
+}
+
+/// The dependencies of one open call.
+#[derive(Debug, Default)]
+pub struct CallDeps {
+    list: Vec<Building>,
+    /// Descriptor → the file or connection dependency it feeds in this call.
+    by_fd: HashMap<i32, usize>,
+    /// Statement → the execution it is part of (until reset).
+    by_stmt: HashMap<u64, usize>,
+}
+
+impl CallDeps {
+    /// The finished dependencies, with offsets from `call_start`.
+    pub fn finish(self, call_start: u64) -> Vec<Dependency> {
+        self.list
+            .into_iter()
+            .map(|b| Dependency {
+                kind: b.kind,
+                offset_ns: b.start.saturating_sub(call_start),
+                duration_ns: b.end.map(|end| end.saturating_sub(b.start)),
+                detail: b.detail.into_fields(),
+            })
+            .collect()
+    }
+
+    fn add(&mut self, kind: DependencyKind, start: u64, end: Option<u64>, detail: Detail) -> usize {
+        self.list.push(Building {
+            kind,
+            start,
+            end,
+            detail,
+        });
+        self.list.len() - 1
+    }
+}
+
+impl Detail {
+    fn into_fields(self) -> Vec<(String, Value)> {
+        let mut fields: Vec<(String, Value)> = Vec::new();
+        let mut put = |name: &str, value: Value| fields.push((name.to_owned(), value));
+        let text = |s: Option<String>| s.map_or(Value::Null, Value::Str);
+        match self {
+            Detail::File {
+                path,
+                ops,
+                read,
+                written,
+                error,
+            } => {
+                put("path", Value::Str(path));
+                put("op", Value::Str(ops.join(" ")));
+                put("bytes_read", Value::UInt(read));
+                put("bytes_written", Value::UInt(written));
+                if let Some(error) = error {
+                    put("error", Value::Str(error));
+                }
+            }
+            Detail::Net {
+                address,
+                sent,
+                received,
+                error,
+            } => {
+                put("address", text(address));
+                put("sent", Value::UInt(sent));
+                put("received", Value::UInt(received));
+                if let Some(error) = error {
+                    put("error", Value::Str(error));
+                }
+            }
+            Detail::Http {
+                method,
+                target,
+                host,
+                status,
+                address,
+                sent,
+                received,
+                error,
+            } => {
+                put("method", Value::Str(method));
+                put("target", Value::Str(target));
+                put("host", text(host));
+                put(
+                    "status",
+                    status.map_or(Value::Null, |s| Value::UInt(s.into())),
+                );
+                put("address", text(address));
+                put("sent", Value::UInt(sent));
+                put("received", Value::UInt(received));
+                if let Some(error) = error {
+                    put("error", Value::Str(error));
+                }
+            }
+            Detail::Db {
+                statement,
+                params,
+                rows,
+                error,
+            } => {
+                put("system", Value::Str("sqlite".into()));
+                put("statement", Value::Str(statement));
+                put("params", Value::Array(params));
+                if let Some(rows) = rows {
+                    put("rows", Value::UInt(rows));
+                }
+                if let Some(error) = error {
+                    put("error", Value::Str(error));
+                }
+            }
+        }
+        fields
+    }
+}
+
+/// A syscall entry waiting for its exit.
+#[derive(Debug)]
+struct PendingSyscall {
+    sys: Sys,
+    start: u64,
+    sp: u64,
+    args: [u64; 3],
+    /// What the entry copied (a path, the first bytes written, an address).
+    data: Option<Vec<u8>>,
+}
+
+/// A library call entry waiting for its return.
+#[derive(Debug)]
+struct PendingLib {
+    call: LibCall,
+    start: u64,
+    /// The stack pointer at the call (its canonical frame address at return).
+    cfa: u64,
+    stmt: u64,
+    sql: Option<String>,
+    nbytes: i32,
+}
+
+/// A prepared statement.
+#[derive(Debug, Default)]
+struct Statement {
+    sql: String,
+    params: BTreeMap<i32, Value>,
+}
+
+/// Turns dependency events into [`Dependency`]s of open calls.
+pub(crate) struct Collector {
+    tracking: Tracking,
+    pub stats: DependencyStats,
+    syscalls: HashMap<u32, Sys>,
+    pending_sys: HashMap<u32, PendingSyscall>,
+    pending_lib: HashMap<u32, Vec<PendingLib>>,
+    fds: HashMap<(u32, i32), Fd>,
+    statements: HashMap<(u32, u64), Statement>,
+    /// Threads inside `sqlite3_exec`, whose own prepare and step calls are its parts.
+    in_exec: HashMap<u32, u32>,
+    proc_root: PathBuf,
+}
+
+/// The data a dependency event needs from its open call.
+pub trait HasDeps {
+    fn deps(&mut self) -> &mut CallDeps;
+}
+
+impl Collector {
+    pub fn new(tracking: Tracking) -> Collector {
+        Collector {
+            tracking,
+            stats: DependencyStats::default(),
+            syscalls: SYSCALLS.iter().copied().collect(),
+            pending_sys: HashMap::new(),
+            pending_lib: HashMap::new(),
+            fds: HashMap::new(),
+            statements: HashMap::new(),
+            in_exec: HashMap::new(),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+
+    /// A thread exited: forget what it had pending.
+    pub fn thread_exit(&mut self, tid: u32) {
+        self.pending_sys.remove(&tid);
+        self.pending_lib.remove(&tid);
+        self.in_exec.remove(&tid);
+    }
+
+    /// A `sys_enter` (`exit == false`) or `sys_exit` event of syscall `nr`.
+    pub fn syscall<T: HasDeps>(
+        &mut self,
+        pairing: &mut Pairing<T>,
+        nr: u32,
+        exit: bool,
+        plan: &CapturePlan,
+        header: &EventHeader,
+        payload: &[u8],
+    ) {
+        self.stats.events += 1;
+        let Some(&sys) = self.syscalls.get(&nr) else {
+            return;
+        };
+        if !exit {
+            let data = (plan.n_ops > 0)
+                .then(|| fetched(plan, header, payload, 0).map(<[u8]>::to_vec))
+                .flatten();
+            let regs = &header.regs;
+            self.pending_sys.insert(
+                header.tid,
+                PendingSyscall {
+                    sys,
+                    start: header.ktime_ns,
+                    sp: header.cfa,
+                    args: [
+                        regs[reg::RDI as usize],
+                        regs[reg::RSI as usize],
+                        regs[reg::RDX as usize],
+                    ],
+                    data,
+                },
+            );
+            return;
+        }
+        let Some(pending) = self.pending_sys.remove(&header.tid) else {
+            self.stats.unattributed += 1;
+            return;
+        };
+        let ret = header.regs[reg::RAX as usize] as i64;
+        let end = header.ktime_ns;
+        let pid = header.pid;
+        let Some(open) = pairing.innermost_mut(header.tid, pending.sp) else {
+            // Still keep the descriptor table right.
+            self.syscall_without_call(pid, &pending, ret);
+            self.stats.unattributed += 1;
+            return;
+        };
+        let deps = open.data.deps();
+        let fd = pending.args[0] as i32;
+        let before = deps.list.len();
+        match pending.sys {
+            Sys::Open { .. } => {
+                let path = pending
+                    .data
+                    .as_deref()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .unwrap_or_else(|| "?".to_owned());
+                if ret >= 0 {
+                    self.fds.insert((pid, ret as i32), Fd::File(path.clone()));
+                }
+                if self.tracking.files {
+                    let index = deps.add(
+                        DependencyKind::File,
+                        pending.start,
+                        Some(end),
+                        Detail::File {
+                            path,
+                            ops: vec!["open"],
+                            read: 0,
+                            written: 0,
+                            error: (ret < 0).then(|| errno_text(ret)),
+                        },
+                    );
+                    if ret >= 0 {
+                        deps.by_fd.insert(ret as i32, index);
+                    }
+                }
+            }
+            Sys::Connect => {
+                let address = pending.data.as_deref().and_then(sockaddr_text);
+                self.fds.insert(
+                    (pid, fd),
+                    Fd::Socket {
+                        address: address.clone(),
+                    },
+                );
+                // A non-blocking connect answers EINPROGRESS and completes later.
+                let failed = ret < 0 && ret != -(libc::EINPROGRESS as i64);
+                let index = deps.add(
+                    DependencyKind::Net,
+                    pending.start,
+                    Some(end),
+                    Detail::Net {
+                        address,
+                        sent: 0,
+                        received: 0,
+                        error: failed.then(|| errno_text(ret)),
+                    },
+                );
+                deps.by_fd.insert(fd, index);
+            }
+            Sys::Close => {
+                if let Some(index) = deps.by_fd.remove(&fd)
+                    && let Detail::File { ops, .. } = &mut deps.list[index].detail
+                {
+                    push_op(ops, "close");
+                    deps.list[index].end = Some(end);
+                }
+                self.fds.remove(&(pid, fd));
+            }
+            Sys::Read { .. } | Sys::Write { .. } => {
+                let is_write = matches!(pending.sys, Sys::Write { .. });
+                let kind = match self.fds.get(&(pid, fd)) {
+                    Some(kind) => kind.clone(),
+                    None => {
+                        let kind = describe_fd(&self.proc_root, pid, fd);
+                        self.fds.insert((pid, fd), kind.clone());
+                        kind
+                    }
+                };
+                let bytes = ret.max(0) as u64;
+                let error = (ret < 0 && ret != -(libc::EAGAIN as i64)).then(|| errno_text(ret));
+                match kind {
+                    Fd::File(path) if self.tracking.files => {
+                        let index = match deps.by_fd.get(&fd) {
+                            Some(&index)
+                                if matches!(deps.list[index].detail, Detail::File { .. }) =>
+                            {
+                                index
+                            }
+                            _ => {
+                                let index = deps.add(
+                                    DependencyKind::File,
+                                    pending.start,
+                                    None,
+                                    Detail::File {
+                                        path,
+                                        ops: Vec::new(),
+                                        read: 0,
+                                        written: 0,
+                                        error: None,
+                                    },
+                                );
+                                deps.by_fd.insert(fd, index);
+                                index
+                            }
+                        };
+                        let dep = &mut deps.list[index];
+                        dep.end = Some(end);
+                        if let Detail::File {
+                            ops,
+                            read,
+                            written,
+                            error: first_error,
+                            ..
+                        } = &mut dep.detail
+                        {
+                            if is_write {
+                                push_op(ops, "write");
+                                *written += bytes;
+                            } else {
+                                push_op(ops, "read");
+                                *read += bytes;
+                            }
+                            if first_error.is_none() {
+                                *first_error = error;
+                            }
+                        }
+                    }
+                    Fd::Socket { address } if self.tracking.network => {
+                        let content = if is_write {
+                            pending.data.as_deref()
+                        } else {
+                            fetched_read(plan, header, payload, ret)
+                        };
+                        socket_io(
+                            deps,
+                            fd,
+                            address,
+                            is_write,
+                            bytes,
+                            error,
+                            content,
+                            pending.start,
+                            end,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.stats.recorded += (deps.list.len() - before) as u64;
+    }
+
+    /// Keeps the descriptor table right for a syscall outside any call we can attribute to.
+    fn syscall_without_call(&mut self, pid: u32, pending: &PendingSyscall, ret: i64) {
+        let fd = pending.args[0] as i32;
+        match pending.sys {
+            Sys::Open { .. } if ret >= 0 => {
+                let path = pending
+                    .data
+                    .as_deref()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .unwrap_or_else(|| "?".to_owned());
+                self.fds.insert((pid, ret as i32), Fd::File(path));
+            }
+            Sys::Connect => {
+                let address = pending.data.as_deref().and_then(sockaddr_text);
+                self.fds.insert((pid, fd), Fd::Socket { address });
+            }
+            Sys::Close => {
+                self.fds.remove(&(pid, fd));
+            }
+            _ => {}
+        }
+    }
+
+    /// An entry or return of a library function.
+    pub fn library<T: HasDeps>(
+        &mut self,
+        pairing: &mut Pairing<T>,
+        call: LibCall,
+        is_return: bool,
+        plan: &CapturePlan,
+        header: &EventHeader,
+        payload: &[u8],
+    ) {
+        self.stats.events += 1;
+        let tid = header.tid;
+        let pid = header.pid;
+        let regs = &header.regs;
+        if !is_return {
+            if call == LibCall::SqliteExec {
+                *self.in_exec.entry(tid).or_default() += 1;
+            } else if self.in_exec.contains_key(&tid) {
+                // sqlite3_exec's own statements: it is the dependency.
+                return;
+            }
+            let stmt = regs[reg::RDI as usize];
+            let text = || {
+                fetched(plan, header, payload, 0).map(|b| String::from_utf8_lossy(b).into_owned())
+            };
+            match call {
+                LibCall::SqlitePrepare { .. } | LibCall::SqliteExec | LibCall::SqliteStep => {
+                    let (sql, nbytes) = match call {
+                        LibCall::SqliteStep => (None, -1),
+                        _ => (text(), regs[reg::RDX as usize] as i32),
+                    };
+                    self.pending_lib.entry(tid).or_default().push(PendingLib {
+                        call,
+                        start: header.ktime_ns,
+                        // Equal to the return's (see `PlanBuilder::at_return`).
+                        cfa: header.cfa,
+                        stmt,
+                        sql,
+                        nbytes,
+                    });
+                }
+                LibCall::SqliteBindInt => self.bind(
+                    pid,
+                    stmt,
+                    regs,
+                    Value::Int(regs[reg::RDX as usize] as i32 as i64),
+                ),
+                LibCall::SqliteBindInt64 => {
+                    self.bind(pid, stmt, regs, Value::Int(regs[reg::RDX as usize] as i64))
+                }
+                LibCall::SqliteBindNull => self.bind(pid, stmt, regs, Value::Null),
+                LibCall::SqliteBindDouble => self.bind(
+                    pid,
+                    stmt,
+                    regs,
+                    Value::Struct(vec![(
+                        "unavailable".into(),
+                        Value::Str("a double passed in an SSE register is not read".into()),
+                    )]),
+                ),
+                LibCall::SqliteBindText => {
+                    let mut value = text().unwrap_or_default();
+                    let n = regs[reg::RCX as usize] as i32;
+                    if n >= 0 && (n as usize) < value.len() {
+                        value.truncate(floor_char_boundary(&value, n as usize));
+                    }
+                    self.bind(pid, stmt, regs, Value::Str(value));
+                }
+                LibCall::SqliteReset => {
+                    if let Some(open) = pairing.innermost_mut(tid, header.cfa) {
+                        open.data.deps().by_stmt.remove(&stmt);
+                    }
+                }
+                LibCall::SqliteClearBindings => {
+                    if let Some(s) = self.statements.get_mut(&(pid, stmt)) {
+                        s.params.clear();
+                    }
+                }
+                LibCall::SqliteFinalize => {
+                    self.statements.remove(&(pid, stmt));
+                    if let Some(open) = pairing.innermost_mut(tid, header.cfa) {
+                        open.data.deps().by_stmt.remove(&stmt);
+                    }
+                }
+            }
+            if call == LibCall::SqliteStep {
+                self.step_started(pairing, header, stmt);
+            }
+            return;
+        }
+        // A return: find its entry (the same function, the same frame).
+        let stack = self.pending_lib.entry(tid).or_default();
+        let at = stack
+            .iter()
+            .rposition(|p| p.call == call && p.cfa == header.cfa)
+            .or_else(|| stack.iter().rposition(|p| p.call == call));
+        let Some(at) = at else {
+            if call == LibCall::SqliteExec || !self.in_exec.contains_key(&tid) {
+                self.stats.unattributed += 1;
+            }
+            return;
+        };
+        let pending = stack.remove(at);
+        if stack.is_empty() {
+            self.pending_lib.remove(&tid);
+        }
+        let rc = regs[reg::RAX as usize] as i32;
+        match call {
+            LibCall::SqlitePrepare { .. } => {
+                let stmt = fetched_u64(plan, header, payload, 1);
+                let mut sql = pending.sql.unwrap_or_else(|| "?".to_owned());
+                if pending.nbytes >= 0 && (pending.nbytes as usize) < sql.len() {
+                    sql.truncate(floor_char_boundary(&sql, pending.nbytes as usize));
+                }
+                if rc == 0 && stmt != 0 {
+                    self.statements.insert(
+                        (pid, stmt),
+                        Statement {
+                            sql,
+                            params: BTreeMap::new(),
+                        },
+                    );
+                } else if let Some(open) = pairing.innermost_mut(tid, pending.cfa) {
+                    // A statement that did not compile is a failed database call.
+                    open.data.deps().add(
+                        DependencyKind::Db,
+                        pending.start,
+                        Some(header.ktime_ns),
+                        Detail::Db {
+                            statement: sql,
+                            params: Vec::new(),
+                            rows: None,
+                            error: Some(sqlite_error(rc)),
+                        },
+                    );
+                    self.stats.recorded += 1;
+                }
+            }
+            LibCall::SqliteExec => {
+                if let Some(depth) = self.in_exec.get_mut(&tid) {
+                    *depth -= 1;
+                    if *depth == 0 {
+                        self.in_exec.remove(&tid);
+                    }
+                }
+                match pairing.innermost_mut(tid, pending.cfa) {
+                    Some(open) => {
+                        open.data.deps().add(
+                            DependencyKind::Db,
+                            pending.start,
+                            Some(header.ktime_ns),
+                            Detail::Db {
+                                statement: pending.sql.unwrap_or_else(|| "?".to_owned()),
+                                params: Vec::new(),
+                                rows: None,
+                                error: (rc != 0).then(|| sqlite_error(rc)),
+                            },
+                        );
+                        self.stats.recorded += 1;
+                    }
+                    None => self.stats.unattributed += 1,
+                }
+            }
+            LibCall::SqliteStep => {
+                let Some(open) = pairing.innermost_mut(tid, pending.cfa) else {
+                    return;
+                };
+                let deps = open.data.deps();
+                let Some(&index) = deps.by_stmt.get(&pending.stmt) else {
+                    return;
+                };
+                let dep = &mut deps.list[index];
+                dep.end = Some(header.ktime_ns);
+                if let Detail::Db { rows, error, .. } = &mut dep.detail {
+                    match rc {
+                        100 => *rows = Some(rows.unwrap_or(0) + 1), // SQLITE_ROW
+                        101 => {}                                   // SQLITE_DONE
+                        _ => *error = Some(sqlite_error(rc)),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn bind(&mut self, pid: u32, stmt: u64, regs: &[u64], value: Value) {
+        let index = regs[reg::RSI as usize] as i32;
+        self.statements
+            .entry((pid, stmt))
+            .or_insert_with(|| Statement {
+                sql: "?".to_owned(),
+                params: BTreeMap::new(),
+            })
+            .params
+            .insert(index, value);
+    }
+
+    /// A `sqlite3_step` began: the first step of an execution starts a dependency.
+    fn step_started<T: HasDeps>(
+        &mut self,
+        pairing: &mut Pairing<T>,
+        header: &EventHeader,
+        stmt: u64,
+    ) {
+        let Some(open) = pairing.innermost_mut(header.tid, header.cfa) else {
+            self.stats.unattributed += 1;
+            return;
+        };
+        let deps = open.data.deps();
+        if deps.by_stmt.contains_key(&stmt) {
+            return;
+        }
+        let (statement, params) = match self.statements.get(&(header.pid, stmt)) {
+            Some(s) => (s.sql.clone(), dense_params(&s.params)),
+            None => ("?".to_owned(), Vec::new()),
+        };
+        let index = deps.add(
+            DependencyKind::Db,
+            header.ktime_ns,
+            None,
+            Detail::Db {
+                statement,
+                params,
+                rows: Some(0),
+                error: None,
+            },
+        );
+        deps.by_stmt.insert(stmt, index);
+        self.stats.recorded += 1;
+    }
+}
+
+/// Bound parameters in order; an index never bound is SQL NULL, as SQLite treats it.
+fn dense_params(params: &BTreeMap<i32, Value>) -> Vec<Value> {
+    let last = params.keys().next_back().copied().unwrap_or(0).max(0);
+    (1..=last)
+        .map(|i| params.get(&i).cloned().unwrap_or(Value::Null))
+        .collect()
+}
+
+fn push_op(ops: &mut Vec<&'static str>, op: &'static str) {
+    if ops.last() != Some(&op) {
+        ops.push(op);
+    }
+}
+
+/// The bytes a read returned, as far as the exit copied them.
+fn fetched_read<'a>(
+    plan: &CapturePlan,
+    header: &EventHeader,
+    payload: &'a [u8],
+    ret: i64,
+) -> Option<&'a [u8]> {
+    if plan.n_ops < 2 || ret <= 0 {
+        return None;
+    }
+    let bytes = fetched(plan, header, payload, 1)?;
+    Some(&bytes[..bytes.len().min(ret as usize)])
+}
+
+/// Reads and writes on a socket: an HTTP request line starts an `http` dependency, later
+/// traffic on the descriptor adds to it; other traffic adds to a `net` dependency.
+#[allow(clippy::too_many_arguments)]
+fn socket_io(
+    deps: &mut CallDeps,
+    fd: i32,
+    address: Option<String>,
+    is_write: bool,
+    bytes: u64,
+    error: Option<String>,
+    content: Option<&[u8]>,
+    start: u64,
+    end: u64,
+) {
+    if is_write && let Some((method, target, host)) = content.and_then(parse_http_request) {
+        // A connection made for this request (no traffic yet) becomes the request: it
+        // starts at the connect and keeps its address.
+        let fresh = deps.by_fd.get(&fd).copied().filter(|&index| {
+            matches!(
+                deps.list[index].detail,
+                Detail::Net {
+                    sent: 0,
+                    received: 0,
+                    error: None,
+                    ..
+                }
+            )
+        });
+        if let Some(index) = fresh {
+            let dep = &mut deps.list[index];
+            let connected = match &mut dep.detail {
+                Detail::Net { address, .. } => address.take(),
+                _ => None,
+            };
+            dep.kind = DependencyKind::Http;
+            dep.end = Some(end);
+            dep.detail = Detail::Http {
+                method,
+                target,
+                host,
+                status: None,
+                address: connected.or(address),
+                sent: bytes,
+                received: 0,
+                error,
+            };
+            return;
+        }
+        let index = deps.add(
+            DependencyKind::Http,
+            start,
+            Some(end),
+            Detail::Http {
+                method,
+                target,
+                host,
+                status: None,
+                address: address.clone(),
+                sent: bytes,
+                received: 0,
+                error,
+            },
+        );
+        deps.by_fd.insert(fd, index);
+        return;
+    }
+    let index = match deps.by_fd.get(&fd) {
+        Some(&index)
+            if matches!(
+                deps.list[index].detail,
+                Detail::Net { .. } | Detail::Http { .. }
+            ) =>
+        {
+            index
+        }
+        _ => {
+            let index = deps.add(
+                DependencyKind::Net,
+                start,
+                None,
+                Detail::Net {
+                    address,
+                    sent: 0,
+                    received: 0,
+                    error: None,
+                },
+            );
+            deps.by_fd.insert(fd, index);
+            index
+        }
+    };
+    let dep = &mut deps.list[index];
+    dep.end = Some(end);
+    match &mut dep.detail {
+        Detail::Net {
+            sent,
+            received,
+            error: first_error,
+            ..
+        } => {
+            *if is_write { sent } else { received } += bytes;
+            if first_error.is_none() {
+                *first_error = error;
+            }
+        }
+        Detail::Http {
+            sent,
+            received,
+            status,
+            error: first_error,
+            ..
+        } => {
+            *if is_write { sent } else { received } += bytes;
+            if !is_write && status.is_none() {
+                *status = content.and_then(parse_http_status);
+            }
+            if first_error.is_none() {
+                *first_error = error;
+            }
+        }
+        _ => {}
+    }
+}
+
+const HTTP_METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// `GET /stock/7 HTTP/1.1\r\nHost: inventory:8080\r\n...` → method, target, host.
+fn parse_http_request(bytes: &[u8]) -> Option<(String, String, Option<String>)> {
+    let text = std::str::from_utf8(bytes).ok().or_else(|| {
+        // The copy may end inside a multi-byte character.
+        let valid = std::str::from_utf8(bytes).err()?.valid_up_to();
+        std::str::from_utf8(&bytes[..valid]).ok()
+    })?;
+    let line_end = text.find("\r\n")?;
+    let mut parts = text[..line_end].split(' ');
+    let method = parts.next()?;
+    let target = parts.next()?;
+    let version = parts.next()?;
+    if !HTTP_METHODS.contains(&method) || !version.starts_with("HTTP/1.") || target.is_empty() {
+        return None;
+    }
+    let host = text[line_end + 2..].split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("host")
+            .then(|| value.trim().to_owned())
+    });
+    Some((method.to_owned(), target.to_owned(), host))
+}
+
+/// `HTTP/1.1 404 Not Found` → 404.
+fn parse_http_status(bytes: &[u8]) -> Option<u16> {
+    let rest = bytes.strip_prefix(b"HTTP/1.")?;
+    let code = rest.get(2..5)?;
+    if rest.get(1) != Some(&b' ') || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(code).ok()?.parse().ok()
+}
+
+/// `sockaddr_in` / `sockaddr_in6` / `sockaddr_un` as text.
+fn sockaddr_text(bytes: &[u8]) -> Option<String> {
+    let family = u16::from_ne_bytes(bytes.get(..2)?.try_into().ok()?);
+    match family as i32 {
+        libc::AF_INET => {
+            let port = u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
+            let ip: [u8; 4] = bytes.get(4..8)?.try_into().ok()?;
+            Some(format!("{}:{port}", std::net::Ipv4Addr::from(ip)))
+        }
+        libc::AF_INET6 => {
+            let port = u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
+            let ip: [u8; 16] = bytes.get(8..24)?.try_into().ok()?;
+            Some(format!("[{}]:{port}", std::net::Ipv6Addr::from(ip)))
+        }
+        libc::AF_UNIX => {
+            let path = bytes.get(2..)?;
+            let path = path.split(|&b| b == 0).next().unwrap_or(path);
+            Some(format!("unix:{}", String::from_utf8_lossy(path)))
+        }
+        _ => None,
+    }
+}
+
+/// What a descriptor first seen in a read or write is: its `/proc` link, and for a TCP
+/// socket the peer address from `/proc/PID/net/tcp{,6}`.
+fn describe_fd(proc_root: &Path, pid: u32, fd: i32) -> Fd {
+    let base = proc_root.join(pid.to_string());
+    let Ok(link) = std::fs::read_link(base.join("fd").join(fd.to_string())) else {
+        // Closed already (events are read a little after they happen).
+        return Fd::File(format!("fd {fd}"));
+    };
+    let link = link.to_string_lossy().into_owned();
+    if let Some(inode) = link
+        .strip_prefix("socket:[")
+        .and_then(|s| s.strip_suffix(']'))
+    {
+        return Fd::Socket {
+            address: tcp_peer(&base, inode),
+        };
+    }
+    if link.starts_with("anon_inode:") {
+        return Fd::Internal;
+    }
+    Fd::File(link)
+}
+
+/// The remote address of the TCP socket with this inode.
+fn tcp_peer(proc_pid: &Path, inode: &str) -> Option<String> {
+    for table in ["net/tcp", "net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(proc_pid.join(table)) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(9) == Some(&inode) {
+                return fields.get(2).and_then(|a| proc_net_address(a));
+            }
+        }
+    }
+    None
+}
+
+/// `0100007F:1F90` (little-endian words) → `127.0.0.1:8080`.
+fn proc_net_address(text: &str) -> Option<String> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    match ip.len() {
+        8 => {
+            let word = u32::from_str_radix(ip, 16).ok()?;
+            Some(format!(
+                "{}:{port}",
+                std::net::Ipv4Addr::from(word.to_le_bytes())
+            ))
+        }
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).ok()?;
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            let ip = std::net::Ipv6Addr::from(bytes);
+            Some(match ip.to_ipv4_mapped() {
+                Some(v4) => format!("{v4}:{port}"),
+                None => format!("[{ip}]:{port}"),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn errno_text(ret: i64) -> String {
+    let errno = (-ret) as i32;
+    let name = std::io::Error::from_raw_os_error(errno).to_string();
+    // "No such file or directory (os error 2)" → "No such file or directory (errno 2)".
+    match name.rsplit_once(" (os error") {
+        Some((text, _)) => format!("{text} (errno {errno})"),
+        None => name,
+    }
+}
+
+fn sqlite_error(rc: i32) -> String {
+    let name = match rc & 0xff {
+        1 => "SQLITE_ERROR",
+        2 => "SQLITE_INTERNAL",
+        3 => "SQLITE_PERM",
+        4 => "SQLITE_ABORT",
+        5 => "SQLITE_BUSY",
+        6 => "SQLITE_LOCKED",
+        7 => "SQLITE_NOMEM",
+        8 => "SQLITE_READONLY",
+        9 => "SQLITE_INTERRUPT",
+        10 => "SQLITE_IOERR",
+        11 => "SQLITE_CORRUPT",
+        13 => "SQLITE_FULL",
+        14 => "SQLITE_CANTOPEN",
+        17 => "SQLITE_SCHEMA",
+        18 => "SQLITE_TOOBIG",
+        19 => "SQLITE_CONSTRAINT",
+        20 => "SQLITE_MISMATCH",
+        21 => "SQLITE_MISUSE",
+        25 => "SQLITE_RANGE",
+        26 => "SQLITE_NOTADB",
+        _ => "SQLITE error",
+    };
+    format!("{name} ({rc})")
+}
+
+fn floor_char_boundary(s: &str, mut at: usize) -> usize {
+    while at > 0 && !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_request_and_status_lines() {
+        assert_eq!(
+            parse_http_request(
+                b"GET /stock/7?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\n\r\n"
+            ),
+            Some((
+                "GET".into(),
+                "/stock/7?x=1".into(),
+                Some("127.0.0.1:8080".into())
+            ))
+        );
+        assert_eq!(
+            parse_http_request(b"POST /orders HTTP/1.0\r\n"),
+            Some(("POST".into(), "/orders".into(), None))
+        );
+        assert_eq!(parse_http_request(b"GETTING /x HTTP/1.1\r\n"), None);
+        assert_eq!(parse_http_request(b"GET /x SPDY\r\n"), None);
+        assert_eq!(parse_http_request(b"GET /x HTTP/1.1"), None, "no line end");
+        assert_eq!(parse_http_status(b"HTTP/1.1 404 Not Found\r\n"), Some(404));
+        assert_eq!(parse_http_status(b"HTTP/1.0 200 OK"), Some(200));
+        assert_eq!(parse_http_status(b"HTTP/2 200"), None);
+        assert_eq!(parse_http_status(b"HTTP/1.1 2x0"), None);
+    }
+
+    #[test]
+    fn socket_addresses() {
+        let mut v4 = vec![0u8; 16];
+        v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v4[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(sockaddr_text(&v4).as_deref(), Some("127.0.0.1:8080"));
+        let mut unix = vec![0u8; 20];
+        unix[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        unix[2..12].copy_from_slice(b"/run/x.sk\0");
+        assert_eq!(sockaddr_text(&unix).as_deref(), Some("unix:/run/x.sk"));
+        assert_eq!(
+            proc_net_address("0100007F:1F90").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            proc_net_address("0000000000000000FFFF00000100007F:0050").as_deref(),
+            Some("127.0.0.1:80")
+        );
+    }
+
+    #[test]
+    fn unbound_parameters_are_null() {
+        let params = BTreeMap::from([(1, Value::Int(7)), (3, Value::Str("x".into()))]);
+        assert_eq!(
+            dense_params(&params),
+            [Value::Int(7), Value::Null, Value::Str("x".into())]
+        );
+    }
+
+    #[test]
+    fn errors_read_as_text() {
+        assert_eq!(errno_text(-2), "No such file or directory (errno 2)");
+        assert_eq!(sqlite_error(19), "SQLITE_CONSTRAINT (19)");
+        assert_eq!(sqlite_error(2067), "SQLITE_CONSTRAINT (2067)");
+    }
+}

@@ -1,0 +1,182 @@
+//! Dependencies collected from outside the process: a captured function writes a file, fails
+//! to open one, runs SQL through SQLite and makes an HTTP request on loopback; the stored
+//! children must be exactly what it did, attributed to the innermost captured call.
+
+use chronicle_tests::{Opt, bpf_available, build_c_with, chronicle, export, scratch};
+use serde_json::{Value, json};
+
+/// Runs the fixture under `attach` with `flags`; returns (records of process_order, records
+/// of charge, the fixture's server port, attach's stderr).
+fn run(test: &str, flags: &[&str]) -> Option<(Vec<Value>, Vec<Value>, u16, String)> {
+    if !bpf_available(test) {
+        return None;
+    }
+    let fixture = build_c_with("deps", Opt::O2, &["sqlite3"]);
+    let dir = scratch(test);
+    let db = dir.join("chronicle.db");
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut args = vec![
+        "attach",
+        "--func",
+        "process_order",
+        "--func",
+        "charge",
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[
+        "--",
+        fixture.to_str().unwrap(),
+        files.to_str().unwrap(),
+        "2",
+    ]);
+    let out = chronicle(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let port = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("port "))
+        .unwrap_or_else(|| panic!("fixture printed no port: {stdout}"))
+        .parse()
+        .unwrap();
+    assert!(stdout.contains("done 2"), "{stdout}");
+    Some((
+        export(&db, "process_order"),
+        export(&db, "charge"),
+        port,
+        stderr,
+    ))
+}
+
+fn files_dir(test: &str) -> String {
+    scratch(test).join("files").to_str().unwrap().to_owned()
+}
+
+/// The dependencies without their timings, which are checked separately.
+fn untimed(record: &Value) -> Vec<Value> {
+    record["dependencies"]
+        .as_array()
+        .expect("dependencies array")
+        .iter()
+        .map(|d| json!({"kind": d["kind"], "detail": d["detail"]}))
+        .collect()
+}
+
+#[track_caller]
+fn check_timings(record: &Value) {
+    let call = record["duration_ns"].as_u64().expect("call duration");
+    let mut last_offset = 0;
+    for d in record["dependencies"].as_array().unwrap() {
+        let offset = d["offset_ns"].as_u64().expect("offset");
+        let duration = d["duration_ns"]
+            .as_u64()
+            .expect("finished dependencies have durations");
+        assert!(offset >= last_offset, "in the order they started: {record}");
+        assert!(
+            offset + duration <= call,
+            "inside the call ({offset} + {duration} > {call}): {d}"
+        );
+        last_offset = offset;
+    }
+}
+
+const RESPONSE_BYTES: u64 = 66;
+
+#[test]
+fn a_captured_call_records_its_files_sql_and_http_requests_exactly() {
+    let test = "a_captured_call_records_its_files_sql_and_http_requests_exactly";
+    let Some((orders, charges, port, stderr)) = run(
+        test,
+        &["--track-file-io", "--track-http-calls", "--track-db-calls"],
+    ) else {
+        return;
+    };
+    let dir = files_dir(test);
+    assert_eq!(orders.len(), 2, "{stderr}");
+    for (i, record) in orders.iter().enumerate() {
+        let id = 7 + i as i64;
+        assert_eq!(record["args"], json!({"id": id, "qty": 3}));
+        let request = format!(
+            "GET /stock/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            untimed(record),
+            [
+                json!({"kind": "file", "detail": {
+                    "path": format!("{dir}/order-{id}.txt"), "op": "open write close",
+                    "bytes_read": 0, "bytes_written": format!("order {id} x3\n").len()}}),
+                json!({"kind": "file", "detail": {
+                    "path": format!("{dir}/missing/none.txt"), "op": "open",
+                    "bytes_read": 0, "bytes_written": 0,
+                    "error": "No such file or directory (errno 2)"}}),
+                json!({"kind": "db", "detail": {
+                    "system": "sqlite",
+                    "statement": "INSERT INTO orders(id, qty, note) VALUES (?1, ?2, ?3)",
+                    "params": [id, 3_000_000_000_000i64, "gift wrap"], "rows": 0}}),
+                json!({"kind": "db", "detail": {
+                    "system": "sqlite",
+                    "statement": "SELECT count(*) FROM orders WHERE id >= ?1",
+                    "params": [id], "rows": 1}}),
+                json!({"kind": "db", "detail": {
+                    "system": "sqlite",
+                    "statement": "UPDATE stock SET n = n - 1 WHERE id = 1",
+                    "params": []}}),
+                json!({"kind": "http", "detail": {
+                    "method": "GET", "target": format!("/stock/{id}"),
+                    "host": format!("127.0.0.1:{port}"), "status": 200,
+                    "address": format!("127.0.0.1:{port}"),
+                    "sent": request.len(), "received": RESPONSE_BYTES}}),
+            ],
+            "{record:#}"
+        );
+        check_timings(record);
+    }
+    // The nested captured call has its own file, and process_order does not repeat it.
+    assert_eq!(charges.len(), 2);
+    for record in &charges {
+        assert_eq!(record["args"], json!({"cents": 750}));
+        assert_eq!(
+            untimed(record),
+            [json!({"kind": "file", "detail": {
+                "path": format!("{dir}/ledger.txt"), "op": "open write close",
+                "bytes_read": 0, "bytes_written": "charged 750\n".len()}})]
+        );
+        check_timings(record);
+    }
+    assert!(
+        stderr.contains("chronicle: dependencies: 14 recorded from"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("0 dropped (ring buffer full), 0 not attributable"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn each_switch_collects_only_its_own_kind() {
+    let test = "each_switch_collects_only_its_own_kind";
+    let Some((orders, charges, _, _)) = run(test, &["--track-db-calls"]) else {
+        return;
+    };
+    for record in &orders {
+        let kinds: Vec<&Value> = record["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| &d["kind"])
+            .collect();
+        assert_eq!(kinds, ["db", "db", "db"], "{record:#}");
+    }
+    assert!(charges.iter().all(|r| r["dependencies"] == json!([])));
+
+    let test = "each_switch_collects_only_its_own_kind_off";
+    let Some((orders, _, _, stderr)) = run(test, &[]) else {
+        return;
+    };
+    assert!(orders.iter().all(|r| r["dependencies"] == json!([])));
+    assert!(!stderr.contains("dependencies:"), "{stderr}");
+}
