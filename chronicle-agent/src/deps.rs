@@ -57,6 +57,9 @@ pub struct DependencyStats {
     /// Events with no open captured call to attach to (that call's entry was dropped or
     /// sampled out, or it unwound), or an exit whose entry was not seen.
     pub unattributed: u64,
+    /// Reads and writes on a descriptor opened before tracing and closed before it could be
+    /// identified: not recorded.
+    pub unknown_descriptors: u64,
 }
 
 /// The syscalls followed, by what they do.
@@ -76,28 +79,42 @@ enum Sys {
     },
     Close,
     Connect,
+    /// Returns a new socket descriptor (`socket`, `accept`, `accept4`).
+    Socket,
 }
 
-/// x86-64 syscall numbers.
-const SYSCALLS: &[(u32, Sys)] = &[
-    (0, Sys::Read { content: true }),     // read
-    (1, Sys::Write { content: true }),    // write
-    (2, Sys::Open { path: reg::RDI }),    // open
-    (3, Sys::Close),                      // close
-    (17, Sys::Read { content: false }),   // pread64
-    (18, Sys::Write { content: false }),  // pwrite64
-    (19, Sys::Read { content: false }),   // readv
-    (20, Sys::Write { content: false }),  // writev
-    (42, Sys::Connect),                   // connect
-    (44, Sys::Write { content: true }),   // sendto
-    (45, Sys::Read { content: true }),    // recvfrom
-    (46, Sys::Write { content: false }),  // sendmsg
-    (47, Sys::Read { content: false }),   // recvmsg
-    (85, Sys::Open { path: reg::RDI }),   // creat
-    (257, Sys::Open { path: reg::RSI }),  // openat
-    (295, Sys::Read { content: false }),  // preadv
-    (296, Sys::Write { content: false }), // pwritev
-    (437, Sys::Open { path: reg::RSI }),  // openat2
+impl Sys {
+    /// Descriptor-table syscalls are followed on every thread (they are rare, and a
+    /// descriptor opened before a captured call and used inside it must be known); reads and
+    /// writes only inside captured calls.
+    fn gated(self) -> bool {
+        matches!(self, Sys::Read { .. } | Sys::Write { .. })
+    }
+}
+
+/// x86-64 syscall numbers, with their names for readers.
+const SYSCALLS: &[(u32, &str, Sys)] = &[
+    (0, "read", Sys::Read { content: true }),
+    (1, "write", Sys::Write { content: true }),
+    (2, "open", Sys::Open { path: reg::RDI }),
+    (3, "close", Sys::Close),
+    (17, "pread64", Sys::Read { content: false }),
+    (18, "pwrite64", Sys::Write { content: false }),
+    (19, "readv", Sys::Read { content: false }),
+    (20, "writev", Sys::Write { content: false }),
+    (41, "socket", Sys::Socket),
+    (42, "connect", Sys::Connect),
+    (43, "accept", Sys::Socket),
+    (44, "sendto", Sys::Write { content: true }),
+    (45, "recvfrom", Sys::Read { content: true }),
+    (46, "sendmsg", Sys::Write { content: false }),
+    (47, "recvmsg", Sys::Read { content: false }),
+    (85, "creat", Sys::Open { path: reg::RDI }),
+    (257, "openat", Sys::Open { path: reg::RSI }),
+    (288, "accept4", Sys::Socket),
+    (295, "preadv", Sys::Read { content: false }),
+    (296, "pwritev", Sys::Write { content: false }),
+    (437, "openat2", Sys::Open { path: reg::RSI }),
 ];
 
 /// Longest path read by `open`.
@@ -261,14 +278,10 @@ pub(crate) fn syscall_plans(tracking: Tracking) -> Vec<(u32, CapturePlan, Captur
     }
     SYSCALLS
         .iter()
-        .filter(|(_, sys)| match sys {
-            Sys::Open { .. } => tracking.files,
-            Sys::Connect => tracking.network,
-            _ => true,
-        })
-        .map(|&(nr, sys)| {
-            let mut enter = PlanBuilder::new(0);
-            let mut exit = PlanBuilder::new(0);
+        .map(|&(nr, _, sys)| {
+            let gate = if sys.gated() { flags::DEPENDENCY } else { 0 };
+            let mut enter = PlanBuilder::new(gate);
+            let mut exit = PlanBuilder::new(gate);
             match sys {
                 Sys::Open { path } => {
                     enter.c_string(path, PATH_BYTES);
@@ -640,7 +653,7 @@ impl Collector {
         Collector {
             tracking,
             stats: DependencyStats::default(),
-            syscalls: SYSCALLS.iter().copied().collect(),
+            syscalls: SYSCALLS.iter().map(|&(nr, _, sys)| (nr, sys)).collect(),
             pending_sys: HashMap::new(),
             pending_lib: HashMap::new(),
             fds: HashMap::new(),
@@ -693,7 +706,10 @@ impl Collector {
             return;
         }
         let Some(pending) = self.pending_sys.remove(&header.tid) else {
-            self.stats.unattributed += 1;
+            // Tracing began during this syscall, or its entry was dropped.
+            if sys.gated() {
+                self.stats.unattributed += 1;
+            }
             return;
         };
         let ret = header.regs[reg::RAX as usize] as i64;
@@ -702,7 +718,9 @@ impl Collector {
         let Some(open) = pairing.innermost_mut(header.tid, pending.sp) else {
             // Still keep the descriptor table right.
             self.syscall_without_call(pid, &pending, ret);
-            self.stats.unattributed += 1;
+            if pending.sys.gated() {
+                self.stats.unattributed += 1;
+            }
             return;
         };
         let deps = open.data.deps();
@@ -746,6 +764,9 @@ impl Collector {
                 );
                 // A non-blocking connect answers EINPROGRESS and completes later.
                 let failed = ret < 0 && ret != -(libc::EINPROGRESS as i64);
+                if !self.tracking.network {
+                    return;
+                }
                 let index = deps.add(
                     DependencyKind::Net,
                     pending.start,
@@ -758,6 +779,12 @@ impl Collector {
                     },
                 );
                 deps.by_fd.insert(fd, index);
+            }
+            Sys::Socket => {
+                if ret >= 0 {
+                    self.fds
+                        .insert((pid, ret as i32), Fd::Socket { address: None });
+                }
             }
             Sys::Close => {
                 if let Some(index) = deps.by_fd.remove(&fd)
@@ -772,11 +799,16 @@ impl Collector {
                 let is_write = matches!(pending.sys, Sys::Write { .. });
                 let kind = match self.fds.get(&(pid, fd)) {
                     Some(kind) => kind.clone(),
-                    None => {
-                        let kind = describe_fd(&self.proc_root, pid, fd);
-                        self.fds.insert((pid, fd), kind.clone());
-                        kind
-                    }
+                    None => match describe_fd(&self.proc_root, pid, fd) {
+                        Some(kind) => {
+                            self.fds.insert((pid, fd), kind.clone());
+                            kind
+                        }
+                        None => {
+                            self.stats.unknown_descriptors += 1;
+                            Fd::Internal
+                        }
+                    },
                 };
                 let bytes = ret.max(0) as u64;
                 let error = (ret < 0 && ret != -(libc::EAGAIN as i64)).then(|| errno_text(ret));
@@ -867,6 +899,10 @@ impl Collector {
             Sys::Connect => {
                 let address = pending.data.as_deref().and_then(sockaddr_text);
                 self.fds.insert((pid, fd), Fd::Socket { address });
+            }
+            Sys::Socket if ret >= 0 => {
+                self.fds
+                    .insert((pid, ret as i32), Fd::Socket { address: None });
             }
             Sys::Close => {
                 self.fds.remove(&(pid, fd));
@@ -1319,27 +1355,25 @@ fn sockaddr_text(bytes: &[u8]) -> Option<String> {
     }
 }
 
-/// What a descriptor first seen in a read or write is: its `/proc` link, and for a TCP
-/// socket the peer address from `/proc/PID/net/tcp{,6}`.
-fn describe_fd(proc_root: &Path, pid: u32, fd: i32) -> Fd {
+/// What a descriptor opened before tracing began is: its `/proc` link, and for a TCP
+/// socket the peer address from `/proc/PID/net/tcp{,6}`. `None` when it is closed already
+/// (events are read a little after they happen).
+fn describe_fd(proc_root: &Path, pid: u32, fd: i32) -> Option<Fd> {
     let base = proc_root.join(pid.to_string());
-    let Ok(link) = std::fs::read_link(base.join("fd").join(fd.to_string())) else {
-        // Closed already (events are read a little after they happen).
-        return Fd::File(format!("fd {fd}"));
-    };
+    let link = std::fs::read_link(base.join("fd").join(fd.to_string())).ok()?;
     let link = link.to_string_lossy().into_owned();
     if let Some(inode) = link
         .strip_prefix("socket:[")
         .and_then(|s| s.strip_suffix(']'))
     {
-        return Fd::Socket {
+        return Some(Fd::Socket {
             address: tcp_peer(&base, inode),
-        };
+        });
     }
     if link.starts_with("anon_inode:") {
-        return Fd::Internal;
+        return Some(Fd::Internal);
     }
-    Fd::File(link)
+    Some(Fd::File(link))
 }
 
 /// The remote address of the TCP socket with this inode.

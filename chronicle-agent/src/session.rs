@@ -329,6 +329,8 @@ impl Session {
                     0,
                     RingConfig {
                         wakeup_bytes: options.wakeup_bytes,
+                        traced_tgid: pid,
+                        _pad0: 0,
                     },
                     0,
                 )

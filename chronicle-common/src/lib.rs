@@ -149,8 +149,10 @@ pub mod flags {
     /// thread as inside a captured call ([`super::ACTIVE_MAP`]), the return of the
     /// outermost such call clears the mark.
     pub const SCOPE: u8 = 4;
-    /// A dependency probe (a library call such as `sqlite3_step`): emits only on a thread
-    /// inside a captured call, deeper in the stack than it.
+    /// A dependency probe (a library call such as `sqlite3_step`, or a syscall such as
+    /// `write`): emits only on a thread inside a captured call, deeper in the stack than it.
+    /// Without it a syscall plan emits for every thread of the traced process (`open`,
+    /// `close`, `connect`: user space keeps its descriptor table from them).
     pub const DEPENDENCY: u8 = 8;
 }
 
@@ -339,15 +341,19 @@ pub struct Counters {
 }
 const _: () = assert!(size_of::<Counters>() == 56);
 
-/// Ring buffer wake-up policy (one-entry array).
+/// Ring buffer wake-up policy and the traced process (one-entry array).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RingConfig {
     /// Submit without waking the reader until this many bytes are pending; the reader also
     /// drains on a timer, so nothing waits longer than that.
     pub wakeup_bytes: u64,
+    /// The traced process (tgid). The syscall tracepoints see every process on the machine;
+    /// comparing with this first keeps their cost to others at one array load.
+    pub traced_tgid: u32,
+    pub _pad0: u32,
 }
-const _: () = assert!(size_of::<RingConfig>() == 8);
+const _: () = assert!(size_of::<RingConfig>() == 16);
 
 #[cfg(feature = "user")]
 mod user {

@@ -214,30 +214,35 @@ fn inside_captured_call(tid: u32, sp: u64) -> bool {
     unsafe { ACTIVE.get(&tid) }.is_some_and(|&outer| sp < outer)
 }
 
-/// `sys_enter(struct pt_regs *regs, long id)`: a syscall of a thread inside a captured call,
-/// when user space gave that syscall a plan.
+/// `sys_enter(struct pt_regs *regs, long id)`, for the syscalls user space gave a plan.
+///
+/// While attached, every syscall of every process takes the kernel's tracing path and runs
+/// this program (which lets other processes go after one array load): about 200 ns more per
+/// syscall in this VM (BENCHMARKS.md). Programs on the followed syscalls' kernel functions
+/// (`fentry` on `__x64_sys_read`, ...) would spare the others, but this kernel refuses to
+/// load tracing programs (`EPERM` under lockdown).
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn chronicle_sys_enter(ctx: RawTracePointContext) -> u32 {
-    syscall(&ctx, event_kind::ENTRY)
+    syscall(ctx.arg(0), event_kind::ENTRY)
 }
 
 /// `sys_exit(struct pt_regs *regs, long ret)`: the return value is in `regs->ax` too.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn chronicle_sys_exit(ctx: RawTracePointContext) -> u32 {
-    syscall(&ctx, event_kind::RETURN)
+    syscall(ctx.arg(0), event_kind::RETURN)
 }
 
-/// Every syscall on the machine passes here: the first test (one map lookup) lets all
-/// threads that are not inside a captured call go at once.
-fn syscall(ctx: &RawTracePointContext, kind: u32) -> u32 {
+/// A syscall entry or exit: `regs_ptr` is the thread's saved user registers (the syscall
+/// number in `orig_ax`, at an exit the return value in `ax`). Other processes leave after
+/// one array load.
+fn syscall(regs_ptr: *const pt_regs, kind: u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    // SAFETY: the value is copied out at once.
-    let Some(outer) = (unsafe { ACTIVE.get(&tid) }).copied() else {
+    let traced = RING_CONFIG.get(0).map_or(0, |c| c.traced_tgid);
+    if (pid_tgid >> 32) as u32 != traced {
         return 0;
-    };
-    let regs_ptr: *const pt_regs = ctx.arg(0);
-    // SAFETY: the tracepoint's first argument is the thread's saved user registers.
+    }
+    let tid = pid_tgid as u32;
+    // SAFETY: the registers the kernel saved at syscall entry, valid while it runs.
     let Ok(user_regs) = (unsafe { bpf_probe_read_kernel(regs_ptr) }) else {
         return 0;
     };
@@ -258,7 +263,7 @@ fn syscall(ctx: &RawTracePointContext, kind: u32) -> u32 {
         return 0;
     };
     counters.hits += 1;
-    if user_regs.rsp >= outer {
+    if plan.flags & flags::DEPENDENCY != 0 && !inside_captured_call(tid, user_regs.rsp) {
         counters.outside += 1;
         return 0;
     }

@@ -156,27 +156,43 @@ fn a_captured_call_records_its_files_sql_and_http_requests_exactly() {
     );
 }
 
+fn kinds(record: &Value) -> Vec<String> {
+    record["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
 fn each_switch_collects_only_its_own_kind() {
-    let test = "each_switch_collects_only_its_own_kind";
-    let Some((orders, charges, _, _)) = run(test, &["--track-db-calls"]) else {
-        return;
-    };
-    for record in &orders {
-        let kinds: Vec<&Value> = record["dependencies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| &d["kind"])
-            .collect();
-        assert_eq!(kinds, ["db", "db", "db"], "{record:#}");
+    let switches: &[(&str, &[&str], &[&str])] = &[
+        ("--track-file-io", &["file", "file"], &["file"]),
+        ("--track-http-calls", &["http"], &[]),
+        ("--track-db-calls", &["db", "db", "db"], &[]),
+    ];
+    for &(switch, in_order, in_charge) in switches {
+        let test = format!("each_switch_collects_only_its_own_kind{switch}");
+        let Some((orders, charges, _, _)) = run(&test, &[switch]) else {
+            return;
+        };
+        for record in &orders {
+            assert_eq!(kinds(record), in_order, "{switch}: {record:#}");
+        }
+        for record in &charges {
+            assert_eq!(kinds(record), in_charge, "{switch}: {record:#}");
+        }
     }
-    assert!(charges.iter().all(|r| r["dependencies"] == json!([])));
-
     let test = "each_switch_collects_only_its_own_kind_off";
-    let Some((orders, _, _, stderr)) = run(test, &[]) else {
+    let Some((orders, charges, _, stderr)) = run(test, &[]) else {
         return;
     };
-    assert!(orders.iter().all(|r| r["dependencies"] == json!([])));
+    assert!(
+        orders
+            .iter()
+            .chain(&charges)
+            .all(|r| r["dependencies"] == json!([]))
+    );
     assert!(!stderr.contains("dependencies:"), "{stderr}");
 }

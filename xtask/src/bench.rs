@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::ebpf::workspace_root;
 
 mod ask;
+mod deps;
 mod otlp;
 mod pipeline;
 mod replay;
@@ -21,7 +22,8 @@ pub struct Args {
     /// memory for a large binary), `store` (records/s into a backend), `otlp` (spans/s to
     /// a loopback OTLP/HTTP receiver) or `pipeline` (records/s through sampling and
     /// redaction, then the store), `replay` (replayed calls/s against a native binary,
-    /// next to gdb) or `ask` (time per question over a store of `--records`).
+    /// next to gdb), `ask` (time per question over a store of `--records`) or `deps` (cost
+    /// of dependency tracking on the dependency fixture; use `--calls 2000`).
     pub name: String,
     /// Calls per run (`capture`).
     #[arg(long, default_value_t = 200_000)]
@@ -55,9 +57,10 @@ pub fn run(args: Args) -> Result<()> {
         "store" => store::run(&args),
         "otlp" => otlp::run(&args),
         "replay" => replay::run(&args),
+        "deps" => deps::run(&args),
         other => bail!(
             "unknown benchmark `{other}`; available: capture, presample, symbols, store, otlp, \
-             pipeline, replay, ask"
+             pipeline, replay, ask, deps"
         ),
     }
 }

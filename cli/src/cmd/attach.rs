@@ -372,6 +372,13 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             "chronicle: dependencies: {} recorded from {} events; {} dropped (ring buffer full), {} not attributable to a captured call",
             deps.recorded, deps.events, deps.dropped, deps.unattributed
         )?;
+        if deps.unknown_descriptors > 0 {
+            writeln!(
+                err,
+                "chronicle: {} reads and writes on descriptors opened before tracing and closed before they could be identified were not recorded",
+                deps.unknown_descriptors
+            )?;
+        }
     }
     for (function, p) in pipeline.stats() {
         if p.sampled_out + p.limited + p.redacted > 0 {
