@@ -130,6 +130,17 @@ const PARAM_BYTES: u16 = 256;
 /// Bytes of an address read by `connect` (`sockaddr_in6` is 28, `sockaddr_un` 110).
 const SOCKADDR_BYTES: u16 = 128;
 
+/// How many bytes a fetch reads (at most its cap).
+#[derive(Clone, Copy)]
+enum Len {
+    /// The cap.
+    Cap,
+    /// The value of a register.
+    Reg(u8),
+    /// The 8-byte value an earlier op fetched.
+    Fetched(usize),
+}
+
 /// A plan under construction: ops are laid out one after another in the payload.
 struct PlanBuilder {
     plan: CapturePlan,
@@ -195,20 +206,20 @@ impl PlanBuilder {
         })
     }
 
-    /// Bytes at the address op `pointer` fetched, as many as `len_reg` says, at most `cap`
-    /// (`len_reg` `None`: exactly `cap`).
-    fn memory_at(&mut self, pointer: usize, len_reg: Option<u8>, cap: u16) -> usize {
+    /// Bytes at the address op `pointer` fetched, as many as `len` says, at most `cap`.
+    fn memory_at(&mut self, pointer: usize, len: Len, cap: u16) -> usize {
         let base_src = self.plan.ops[pointer].dst;
+        let (len_from, len_src) = match len {
+            Len::Cap => (len_from::CONST, 0),
+            Len::Reg(reg) => (len_from::REG, reg as u16),
+            Len::Fetched(op) => (len_from::FETCHED, self.plan.ops[op].dst),
+        };
         self.push(FetchOp {
             kind: op_kind::MEMORY,
             base: base::FETCHED,
             base_src,
-            len_from: if len_reg.is_some() {
-                len_from::REG
-            } else {
-                len_from::CONST
-            },
-            len_src: len_reg.unwrap_or(0) as u16,
+            len_from,
+            len_src,
             len: cap,
             parent: pointer as u8 + 1,
             ..FetchOp::default()
@@ -290,7 +301,7 @@ pub(crate) fn syscall_plans(tracking: Tracking) -> Vec<(u32, CapturePlan, Captur
                     enter.save_reg(reg::RSI);
                     exit.plan.flags |= flags::LOAD_SAVED;
                     let buffer = exit.saved(0);
-                    exit.memory_at(buffer, Some(reg::RAX), READ_BYTES);
+                    exit.memory_at(buffer, Len::Reg(reg::RAX), READ_BYTES);
                 }
                 Sys::Write { content: true } if tracking.network => {
                     enter.memory(reg::RSI, reg::RDX, WRITE_BYTES);
@@ -322,6 +333,25 @@ pub(crate) enum LibCall {
     SqliteClearBindings,
     SqliteFinalize,
     SqliteExec,
+    /// `SSL_write` (`ex`: `SSL_write_ex`, the count written through a pointer).
+    SslWrite {
+        ex: bool,
+    },
+    /// `SSL_read` (`ex`: `SSL_read_ex`).
+    SslRead {
+        ex: bool,
+    },
+    /// `SSL_connect`, `SSL_do_handshake`, `SSL_shutdown`: their own traffic is the protocol's.
+    SslOther,
+}
+
+impl LibCall {
+    fn is_tls(self) -> bool {
+        matches!(
+            self,
+            LibCall::SslWrite { .. } | LibCall::SslRead { .. } | LibCall::SslOther
+        )
+    }
 }
 
 const LIBRARY_CALLS: &[(&str, LibCall)] = &[
@@ -347,6 +377,13 @@ const LIBRARY_CALLS: &[(&str, LibCall)] = &[
     ("sqlite3_clear_bindings", LibCall::SqliteClearBindings),
     ("sqlite3_finalize", LibCall::SqliteFinalize),
     ("sqlite3_exec", LibCall::SqliteExec),
+    ("SSL_write", LibCall::SslWrite { ex: false }),
+    ("SSL_write_ex", LibCall::SslWrite { ex: true }),
+    ("SSL_read", LibCall::SslRead { ex: false }),
+    ("SSL_read_ex", LibCall::SslRead { ex: true }),
+    ("SSL_connect", LibCall::SslOther),
+    ("SSL_do_handshake", LibCall::SslOther),
+    ("SSL_shutdown", LibCall::SslOther),
 ];
 
 impl LibCall {
@@ -367,7 +404,7 @@ impl LibCall {
                 entry.save_reg(out_reg);
                 let mut at_return = PlanBuilder::at_return(gate | flags::LOAD_SAVED);
                 let out = at_return.saved(0);
-                at_return.memory_at(out, None, 8);
+                at_return.memory_at(out, Len::Cap, 8);
                 ret = Some(at_return);
             }
             LibCall::SqliteBindText => {
@@ -377,7 +414,32 @@ impl LibCall {
                 entry.c_string(reg::RSI, SQL_BYTES);
                 ret = Some(PlanBuilder::at_return(gate));
             }
-            LibCall::SqliteStep => ret = Some(PlanBuilder::at_return(gate)),
+            LibCall::SqliteStep | LibCall::SslOther => ret = Some(PlanBuilder::at_return(gate)),
+            LibCall::SslWrite { ex } => {
+                entry.memory(reg::RSI, reg::RDX, WRITE_BYTES);
+                let mut at_return = PlanBuilder::at_return(gate);
+                if ex {
+                    entry.save_reg(reg::RCX);
+                    at_return.plan.flags |= flags::LOAD_SAVED;
+                    let written = at_return.saved(0);
+                    at_return.memory_at(written, Len::Cap, 8);
+                }
+                ret = Some(at_return);
+            }
+            LibCall::SslRead { ex } => {
+                entry.save_reg(reg::RSI);
+                let mut at_return = PlanBuilder::at_return(gate | flags::LOAD_SAVED);
+                let buffer = at_return.saved(0);
+                if ex {
+                    entry.save_reg(reg::RCX);
+                    let count_at = at_return.saved(1);
+                    let count = at_return.memory_at(count_at, Len::Cap, 8);
+                    at_return.memory_at(buffer, Len::Fetched(count), READ_BYTES);
+                } else {
+                    at_return.memory_at(buffer, Len::Reg(reg::RAX), READ_BYTES);
+                }
+                ret = Some(at_return);
+            }
             _ => {}
         }
         (entry.build(), ret.map(PlanBuilder::build))
@@ -402,11 +464,16 @@ pub(crate) fn library_hooks(
     paths: &[PathBuf],
     tracking: Tracking,
 ) -> Vec<LibraryHook> {
-    if !tracking.db {
-        return Vec::new();
-    }
     let mut hooks = Vec::new();
     for &(name, call) in LIBRARY_CALLS {
+        let wanted = if call.is_tls() {
+            tracking.network
+        } else {
+            tracking.db
+        };
+        if !wanted {
+            continue;
+        }
         let found = elves.iter().zip(paths).find_map(|(elf, path)| {
             let symbol = elf
                 .functions()
@@ -466,6 +533,8 @@ enum Detail {
         sent: u64,
         received: u64,
         error: Option<String>,
+        /// Bytes counted are the plaintext given to and read from TLS.
+        tls: bool,
     },
     Http {
         method: String,
@@ -476,6 +545,7 @@ enum Detail {
         sent: u64,
         received: u64,
         error: Option<String>,
+        tls: bool,
     },
     Db {
         statement: String,
@@ -546,8 +616,10 @@ impl Detail {
                 sent,
                 received,
                 error,
+                tls,
             } => {
                 put("address", text(address));
+                put("tls", Value::Bool(tls));
                 put("sent", Value::UInt(sent));
                 put("received", Value::UInt(received));
                 if let Some(error) = error {
@@ -563,6 +635,7 @@ impl Detail {
                 sent,
                 received,
                 error,
+                tls,
             } => {
                 put("method", Value::Str(method));
                 put("target", Value::Str(target));
@@ -572,6 +645,7 @@ impl Detail {
                     status.map_or(Value::Null, |s| Value::UInt(s.into())),
                 );
                 put("address", text(address));
+                put("tls", Value::Bool(tls));
                 put("sent", Value::UInt(sent));
                 put("received", Value::UInt(received));
                 if let Some(error) = error {
@@ -617,9 +691,12 @@ struct PendingLib {
     start: u64,
     /// The stack pointer at the call (its canonical frame address at return).
     cfa: u64,
+    /// The statement, or the `SSL` object.
     stmt: u64,
     sql: Option<String>,
     nbytes: i32,
+    /// The plaintext an `SSL_write` was given (its first bytes).
+    plaintext: Option<Vec<u8>>,
 }
 
 /// A prepared statement.
@@ -640,6 +717,8 @@ pub(crate) struct Collector {
     statements: HashMap<(u32, u64), Statement>,
     /// Threads inside `sqlite3_exec`, whose own prepare and step calls are its parts.
     in_exec: HashMap<u32, u32>,
+    /// `SSL` object → the descriptor its records travel on (seen in its reads and writes).
+    tls_fd: HashMap<(u32, u64), i32>,
     proc_root: PathBuf,
 }
 
@@ -659,6 +738,7 @@ impl Collector {
             fds: HashMap::new(),
             statements: HashMap::new(),
             in_exec: HashMap::new(),
+            tls_fd: HashMap::new(),
             proc_root: PathBuf::from("/proc"),
         }
     }
@@ -776,6 +856,7 @@ impl Collector {
                         sent: 0,
                         received: 0,
                         error: failed.then(|| errno_text(ret)),
+                        tls: false,
                     },
                 );
                 deps.by_fd.insert(fd, index);
@@ -797,6 +878,16 @@ impl Collector {
             }
             Sys::Read { .. } | Sys::Write { .. } => {
                 let is_write = matches!(pending.sys, Sys::Write { .. });
+                // Inside SSL_read/SSL_write/the handshake: the bytes are TLS records of that
+                // connection; its plaintext is recorded when the SSL call returns.
+                let tls = self
+                    .pending_lib
+                    .get(&header.tid)
+                    .and_then(|calls| calls.iter().rev().find(|p| p.call.is_tls()).map(|p| p.stmt));
+                if let Some(ssl) = tls {
+                    self.tls_fd.insert((pid, ssl), fd);
+                    return;
+                }
                 let kind = match self.fds.get(&(pid, fd)) {
                     Some(kind) => kind.clone(),
                     None => match describe_fd(&self.proc_root, pid, fd) {
@@ -928,7 +1019,7 @@ impl Collector {
         if !is_return {
             if call == LibCall::SqliteExec {
                 *self.in_exec.entry(tid).or_default() += 1;
-            } else if self.in_exec.contains_key(&tid) {
+            } else if !call.is_tls() && self.in_exec.contains_key(&tid) {
                 // sqlite3_exec's own statements: it is the dependency.
                 return;
             }
@@ -950,6 +1041,21 @@ impl Collector {
                         stmt,
                         sql,
                         nbytes,
+                        plaintext: None,
+                    });
+                }
+                LibCall::SslWrite { .. } | LibCall::SslRead { .. } | LibCall::SslOther => {
+                    let plaintext = matches!(call, LibCall::SslWrite { .. })
+                        .then(|| fetched(plan, header, payload, 0).map(<[u8]>::to_vec))
+                        .flatten();
+                    self.pending_lib.entry(tid).or_default().push(PendingLib {
+                        call,
+                        start: header.ktime_ns,
+                        cfa: header.cfa,
+                        stmt,
+                        sql: None,
+                        nbytes: -1,
+                        plaintext,
                     });
                 }
                 LibCall::SqliteBindInt => self.bind(
@@ -1092,6 +1198,58 @@ impl Collector {
                     }
                 }
             }
+            LibCall::SslWrite { ex } | LibCall::SslRead { ex } => {
+                let is_write = matches!(call, LibCall::SslWrite { .. });
+                // Bytes moved: the return value, or (`_ex`) the count written through the
+                // pointer when the call returned 1.
+                let bytes = match (ex, is_write) {
+                    (false, _) => rc.max(0) as u64,
+                    (true, _) if rc != 1 => 0,
+                    (true, true) => fetched_u64(plan, header, payload, 1),
+                    (true, false) => fetched_u64(plan, header, payload, 2),
+                };
+                if bytes == 0 {
+                    // Nothing moved (closed, or retry later): no traffic to record.
+                    return;
+                }
+                let content = if is_write {
+                    pending.plaintext.as_deref()
+                } else {
+                    let buffer = if ex { 3 } else { 1 };
+                    fetched(plan, header, payload, buffer)
+                        .map(|b| &b[..b.len().min(bytes as usize)])
+                };
+                let fd = self.tls_fd.get(&(pid, pending.stmt)).copied();
+                let address = fd.and_then(|fd| match self.fds.get(&(pid, fd)) {
+                    Some(Fd::Socket { address }) => address.clone(),
+                    _ => None,
+                });
+                // Without a descriptor (a memory BIO), the connection is keyed by the object.
+                let key = fd.unwrap_or(i32::MIN | (pending.stmt >> 4) as i32);
+                let Some(open) = pairing.innermost_mut(tid, pending.cfa) else {
+                    self.stats.unattributed += 1;
+                    return;
+                };
+                let deps = open.data.deps();
+                let before = deps.list.len();
+                let index = socket_io(
+                    deps,
+                    key,
+                    address,
+                    is_write,
+                    bytes,
+                    None,
+                    content,
+                    pending.start,
+                    header.ktime_ns,
+                );
+                if let Detail::Net { tls, .. } | Detail::Http { tls, .. } =
+                    &mut deps.list[index].detail
+                {
+                    *tls = true;
+                }
+                self.stats.recorded += (deps.list.len() - before) as u64;
+            }
             _ => {}
         }
     }
@@ -1184,7 +1342,7 @@ fn socket_io(
     content: Option<&[u8]>,
     start: u64,
     end: u64,
-) {
+) -> usize {
     if is_write && let Some((method, target, host)) = content.and_then(parse_http_request) {
         // A connection made for this request (no traffic yet) becomes the request: it
         // starts at the connect and keeps its address.
@@ -1207,6 +1365,7 @@ fn socket_io(
             };
             dep.kind = DependencyKind::Http;
             dep.end = Some(end);
+            let tls = matches!(dep.detail, Detail::Net { tls: true, .. });
             dep.detail = Detail::Http {
                 method,
                 target,
@@ -1216,8 +1375,9 @@ fn socket_io(
                 sent: bytes,
                 received: 0,
                 error,
+                tls,
             };
-            return;
+            return index;
         }
         let index = deps.add(
             DependencyKind::Http,
@@ -1232,10 +1392,11 @@ fn socket_io(
                 sent: bytes,
                 received: 0,
                 error,
+                tls: false,
             },
         );
         deps.by_fd.insert(fd, index);
-        return;
+        return index;
     }
     let index = match deps.by_fd.get(&fd) {
         Some(&index)
@@ -1256,6 +1417,7 @@ fn socket_io(
                     sent: 0,
                     received: 0,
                     error: None,
+                    tls: false,
                 },
             );
             deps.by_fd.insert(fd, index);
@@ -1293,6 +1455,7 @@ fn socket_io(
         }
         _ => {}
     }
+    index
 }
 
 const HTTP_METHODS: &[&str] = &[

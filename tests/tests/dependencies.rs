@@ -127,7 +127,7 @@ fn a_captured_call_records_its_files_sql_and_http_requests_exactly() {
                 json!({"kind": "http", "detail": {
                     "method": "GET", "target": format!("/stock/{id}"),
                     "host": format!("127.0.0.1:{port}"), "status": 200,
-                    "address": format!("127.0.0.1:{port}"),
+                    "address": format!("127.0.0.1:{port}"), "tls": false,
                     "sent": request.len(), "received": RESPONSE_BYTES}}),
             ],
             "{record:#}"
@@ -195,4 +195,83 @@ fn each_switch_collects_only_its_own_kind() {
             .all(|r| r["dependencies"] == json!([]))
     );
     assert!(!stderr.contains("dependencies:"), "{stderr}");
+}
+
+#[test]
+fn https_requests_are_read_as_plaintext_from_libssl() {
+    let test = "https_requests_are_read_as_plaintext_from_libssl";
+    if !bpf_available(test) {
+        return;
+    }
+    let fixture = build_c_with("tls", Opt::O2, &["ssl", "crypto"]);
+    let dir = scratch(test);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-subj", "/CN=localhost", "-days", "2", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let db = dir.join("chronicle.db");
+    let out = chronicle(&[
+        "attach",
+        "--func",
+        "fetch_quote",
+        "--track-http-calls",
+        "--db",
+        db.to_str().unwrap(),
+        "--",
+        fixture.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port: u16 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("port "))
+        .expect("port line")
+        .parse()
+        .unwrap();
+    let records = export(&db, "fetch_quote");
+    assert_eq!(records.len(), 2);
+    let response = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nquote\n";
+    for (i, record) in records.iter().enumerate() {
+        let id = 7 + i as i64;
+        // Call 0 used SSL_write/SSL_read, call 1 SSL_write_ex/SSL_read_ex.
+        assert_eq!(record["args"], json!({"id": id, "ex": i}));
+        assert_eq!(record["return"], json!(response.len()));
+        let request = format!(
+            "GET /quote/{id} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            untimed(record),
+            [json!({"kind": "http", "detail": {
+                "method": "GET", "target": format!("/quote/{id}"),
+                "host": format!("localhost:{port}"), "status": 200,
+                "address": format!("127.0.0.1:{port}"), "tls": true,
+                "sent": request.len(), "received": response.len()}})],
+            "the handshake and the encrypted records are not counted: {record:#}"
+        );
+        check_timings(record);
+    }
 }

@@ -48,37 +48,36 @@ pub fn run(args: &Args) -> Result<()> {
         "{:<32} {:>14} {:>14} {:>20}",
         "condition", "µs per call", "µs added", "dependencies"
     );
-    let untraced = median(args.runs, || {
-        let out = Command::new(&fixture)
-            .arg(&files)
-            .arg(args.calls.to_string())
-            .output()?;
-        parse_elapsed(&String::from_utf8_lossy(&out.stdout))
-    })?;
-    let per = |ns: u64| ns as f64 / args.calls as f64 / 1000.0;
-    println!(
-        "{:<32} {:>14.1} {:>14} {:>20}",
-        "untraced",
-        per(untraced),
-        "-",
-        "-"
-    );
-    let conditions: &[(&str, &[&str], u64)] = &[
-        ("traced, no tracking", &[], 0),
-        ("traced, --track-file-io", &["--track-file-io"], 3),
-        ("traced, --track-http-calls", &["--track-http-calls"], 1),
-        ("traced, --track-db-calls", &["--track-db-calls"], 3),
+    let conditions: &[(&str, Option<&[&str]>, u64)] = &[
+        ("untraced", None, 0),
+        ("traced, no tracking", Some(&[]), 0),
+        ("traced, --track-file-io", Some(&["--track-file-io"]), 3),
+        (
+            "traced, --track-http-calls",
+            Some(&["--track-http-calls"]),
+            1,
+        ),
+        ("traced, --track-db-calls", Some(&["--track-db-calls"]), 3),
         (
             "traced, all three",
-            &["--track-file-io", "--track-http-calls", "--track-db-calls"],
+            Some(&["--track-file-io", "--track-http-calls", "--track-db-calls"]),
             PER_CALL,
         ),
     ];
-    let mut baseline = untraced;
-    for &(label, flags, per_call) in conditions {
-        let mut runs = Vec::new();
-        let mut recorded_ok = true;
-        for run in 0..args.runs {
+    // Round-robin over the conditions, so drift in the machine's speed (this fixture makes a
+    // TCP connection per call) falls on all of them alike.
+    let mut times = vec![Vec::new(); conditions.len()];
+    let mut complete = vec![true; conditions.len()];
+    for run in 0..args.runs {
+        for (i, &(_, flags, per_call)) in conditions.iter().enumerate() {
+            let Some(flags) = flags else {
+                let out = Command::new(&fixture)
+                    .arg(&files)
+                    .arg(args.calls.to_string())
+                    .output()?;
+                times[i].push(parse_elapsed(&String::from_utf8_lossy(&out.stdout))?);
+                continue;
+            };
             let db = dir.join(format!("bench-{run}.db"));
             let _ = std::fs::remove_file(&db);
             let out = Command::new(&chronicle)
@@ -94,31 +93,41 @@ pub fn run(args: &Args) -> Result<()> {
                 .output()?;
             let stderr = String::from_utf8_lossy(&out.stderr);
             ensure!(out.status.success(), "chronicle attach failed: {stderr}");
-            runs.push(parse_elapsed(&String::from_utf8_lossy(&out.stdout))?);
+            times[i].push(parse_elapsed(&String::from_utf8_lossy(&out.stdout))?);
             let recorded = stderr
                 .split("dependencies: ")
                 .nth(1)
                 .and_then(|rest| rest.split_whitespace().next())
                 .and_then(|n| n.parse::<u64>().ok())
                 .unwrap_or(0);
-            recorded_ok &= recorded == per_call * args.calls;
+            complete[i] &= recorded == per_call * args.calls;
         }
-        runs.sort_unstable();
-        let ns = runs[runs.len() / 2];
-        if flags.is_empty() {
-            baseline = ns;
-        }
-        let added = if flags.is_empty() {
-            format!("{:.1}", per(ns) - per(untraced))
-        } else {
-            format!("{:.1}", per(ns) - per(baseline))
+    }
+    let per = |ns: u64| ns as f64 / args.calls as f64 / 1000.0;
+    let medians: Vec<f64> = times
+        .iter_mut()
+        .map(|t| {
+            t.sort_unstable();
+            per(t[t.len() / 2])
+        })
+        .collect();
+    for (i, &(label, flags, per_call)) in conditions.iter().enumerate() {
+        let (added, recorded) = match flags {
+            None => ("-".to_owned(), "-".to_owned()),
+            Some([]) => (format!("{:.1}", medians[i] - medians[0]), "none".to_owned()),
+            Some(_) => (
+                format!("{:.1}", medians[i] - medians[1]),
+                if complete[i] {
+                    format!("all, {per_call}/call")
+                } else {
+                    "MISSING".to_owned()
+                },
+            ),
         };
-        let recorded = if recorded_ok {
-            format!("all {}/call", per_call)
-        } else {
-            "MISSING".to_owned()
-        };
-        println!("{label:<32} {:>14.1} {added:>14} {recorded:>20}", per(ns));
+        println!(
+            "{label:<32} {:>14.1} {added:>14} {recorded:>20}",
+            medians[i]
+        );
     }
     println!("(µs added: tracing over untraced; tracking over traced without tracking)");
     other_processes(&chronicle, &dir, args.runs)
