@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use chronicle::Value;
 use chronicle::record::{Dependency, DependencyKind};
 use chronicle_common::{
-    CapturePlan, EventHeader, FetchOp, LARGE_SLOT, SMALL_SLOT, base, class, flags, len_from,
-    op_kind, reg,
+    CapturePlan, EventHeader, FetchOp, LARGE_SLOT, SMALL_SLOT, base, class, fetch_status, flags,
+    len_from, op_kind, reg,
 };
 use chronicle_symbols::elf::ElfFile;
 
@@ -196,6 +196,40 @@ impl PlanBuilder {
         })
     }
 
+    /// The 8 bytes at `offset` from the stack pointer (at a function's first instruction,
+    /// its 7th integer argument is at `rsp + 8`).
+    fn stack_word(&mut self, offset: i32) -> usize {
+        self.push(FetchOp {
+            kind: op_kind::MEMORY,
+            base: base::REG,
+            base_src: reg::RSP as u16,
+            len: 8,
+            offset,
+            ..FetchOp::default()
+        })
+    }
+
+    /// Entry probes: keep the 8 bytes op `op` fetched for the return.
+    fn save_fetched(&mut self, op: usize) {
+        let slot = self.plan.n_saves as usize;
+        self.plan.save_base[slot] = base::FETCHED;
+        self.plan.save_src[slot] = self.plan.ops[op].dst;
+        self.plan.n_saves += 1;
+    }
+
+    /// The C string element `element` of an array op `array` fetched.
+    fn c_string_in(&mut self, array: usize, element: u16, cap: u16) -> usize {
+        let base_src = self.plan.ops[array].dst + 8 * element;
+        self.push(FetchOp {
+            kind: op_kind::C_STRING,
+            base: base::FETCHED,
+            base_src,
+            len: cap,
+            parent: array as u8 + 1,
+            ..FetchOp::default()
+        })
+    }
+
     /// Return probes: the word the entry saved in `slot`.
     fn saved(&mut self, slot: u16) -> usize {
         self.push(FetchOp {
@@ -276,6 +310,14 @@ fn fetched<'a>(
     })
 }
 
+/// Text op `index` fetched, or `?` when it could not be read.
+fn fetched_text(plan: &CapturePlan, header: &EventHeader, payload: &[u8], index: usize) -> String {
+    fetched(plan, header, payload, index).map_or_else(
+        || "?".to_owned(),
+        |b| String::from_utf8_lossy(b).into_owned(),
+    )
+}
+
 fn fetched_u64(plan: &CapturePlan, header: &EventHeader, payload: &[u8], index: usize) -> u64 {
     fetched(plan, header, payload, index)
         .and_then(|b| b.get(..8))
@@ -343,13 +385,47 @@ pub(crate) enum LibCall {
     },
     /// `SSL_connect`, `SSL_do_handshake`, `SSL_shutdown`: their own traffic is the protocol's.
     SslOther,
+    /// `PQexec(conn, query)`.
+    PqExec,
+    /// `PQexecParams(conn, command, nParams, types, values, lengths, formats, resultFormat)`.
+    PqExecParams,
+    /// `PQprepare(conn, name, query, nParams, types)`.
+    PqPrepare,
+    /// `PQexecPrepared(conn, name, nParams, values, lengths, formats, resultFormat)`.
+    PqExecPrepared,
+    /// `PQresultStatus(res)`, `PQntuples(res)`, `PQresultErrorMessage(res)`: what a result
+    /// says, when the program asks.
+    PqResultStatus,
+    PqNtuples,
+    PqResultErrorMessage,
+    /// `PQclear(res)`: the address may be reused.
+    PqClear,
 }
+
+/// Text parameters read per libpq call (a plan has room for eight).
+const PQ_PARAMS: u16 = 8;
+/// Longest libpq parameter read.
+const PQ_PARAM_BYTES: u16 = 128;
 
 impl LibCall {
     fn is_tls(self) -> bool {
         matches!(
             self,
             LibCall::SslWrite { .. } | LibCall::SslRead { .. } | LibCall::SslOther
+        )
+    }
+
+    fn is_libpq(self) -> bool {
+        matches!(
+            self,
+            LibCall::PqExec
+                | LibCall::PqExecParams
+                | LibCall::PqPrepare
+                | LibCall::PqExecPrepared
+                | LibCall::PqResultStatus
+                | LibCall::PqNtuples
+                | LibCall::PqResultErrorMessage
+                | LibCall::PqClear
         )
     }
 }
@@ -384,6 +460,14 @@ const LIBRARY_CALLS: &[(&str, LibCall)] = &[
     ("SSL_connect", LibCall::SslOther),
     ("SSL_do_handshake", LibCall::SslOther),
     ("SSL_shutdown", LibCall::SslOther),
+    ("PQexec", LibCall::PqExec),
+    ("PQexecParams", LibCall::PqExecParams),
+    ("PQprepare", LibCall::PqPrepare),
+    ("PQexecPrepared", LibCall::PqExecPrepared),
+    ("PQresultStatus", LibCall::PqResultStatus),
+    ("PQntuples", LibCall::PqNtuples),
+    ("PQresultErrorMessage", LibCall::PqResultErrorMessage),
+    ("PQclear", LibCall::PqClear),
 ];
 
 impl LibCall {
@@ -393,28 +477,85 @@ impl LibCall {
         // their text is always followed, or a cached statement would run as "?". Finalize too,
         // so a reused statement address is not taken for the old statement.
         let gate = match self {
-            LibCall::SqlitePrepare { .. } | LibCall::SqliteFinalize => 0,
+            LibCall::SqlitePrepare { .. } | LibCall::SqliteFinalize | LibCall::PqPrepare => 0,
             _ => flags::DEPENDENCY,
         };
         let mut entry = PlanBuilder::new(gate);
         let mut ret = None;
+        // Input strings (SQL, names, parameters) are read at the return: a literal in a page
+        // the program has not touched yet cannot be read at the entry (probes cannot fault
+        // pages in), and by the return the library has read it.
         match self {
             LibCall::SqlitePrepare { out_reg } => {
-                entry.c_string(reg::RSI, SQL_BYTES);
+                entry.save_reg(reg::RSI);
                 entry.save_reg(out_reg);
                 let mut at_return = PlanBuilder::at_return(gate | flags::LOAD_SAVED);
-                let out = at_return.saved(0);
+                let sql = at_return.saved(0);
+                let out = at_return.saved(1);
+                at_return.c_string_in(sql, 0, SQL_BYTES);
                 at_return.memory_at(out, Len::Cap, 8);
                 ret = Some(at_return);
             }
             LibCall::SqliteBindText => {
                 entry.c_string(reg::RDX, PARAM_BYTES);
             }
-            LibCall::SqliteExec => {
-                entry.c_string(reg::RSI, SQL_BYTES);
-                ret = Some(PlanBuilder::at_return(gate));
+            LibCall::SqliteExec | LibCall::PqExec => {
+                entry.save_reg(reg::RSI);
+                let mut at_return = PlanBuilder::at_return(gate | flags::LOAD_SAVED);
+                let sql = at_return.saved(0);
+                at_return.c_string_in(sql, 0, SQL_BYTES);
+                ret = Some(at_return);
             }
-            LibCall::SqliteStep | LibCall::SslOther => ret = Some(PlanBuilder::at_return(gate)),
+            LibCall::SqliteStep
+            | LibCall::SslOther
+            | LibCall::PqResultStatus
+            | LibCall::PqNtuples => ret = Some(PlanBuilder::at_return(gate)),
+            LibCall::PqExecParams | LibCall::PqExecPrepared => {
+                // Saved: the statement (or its name), the parameter count, the values array
+                // and the formats array (1: binary, not read as text).
+                entry.save_reg(reg::RSI);
+                entry.save_reg(reg::RDX);
+                if self == LibCall::PqExecParams {
+                    entry.save_reg(reg::R8);
+                    // paramFormats is the 7th argument, on the stack above the return address.
+                    let formats = entry.stack_word(8);
+                    entry.save_fetched(formats);
+                } else {
+                    entry.save_reg(reg::RCX);
+                    entry.save_reg(reg::R9);
+                }
+                let mut at_return = PlanBuilder::at_return(gate | flags::LOAD_SAVED);
+                let (statement, count, values, formats) = (
+                    at_return.saved(0),
+                    at_return.saved(1),
+                    at_return.saved(2),
+                    at_return.saved(3),
+                );
+                at_return.c_string_in(statement, 0, SQL_BYTES);
+                let array = at_return.memory_at(values, Len::Fetched(count), 8 * PQ_PARAMS);
+                at_return.plan.ops[array].scale = 8;
+                for i in 0..PQ_PARAMS {
+                    at_return.c_string_in(array, i, PQ_PARAM_BYTES);
+                }
+                let kinds = at_return.memory_at(formats, Len::Fetched(count), 4 * PQ_PARAMS);
+                at_return.plan.ops[kinds].scale = 4;
+                ret = Some(at_return);
+            }
+            LibCall::PqPrepare => {
+                entry.save_reg(reg::RSI);
+                entry.save_reg(reg::RDX);
+                let mut at_return = PlanBuilder::at_return(gate | flags::LOAD_SAVED);
+                let name = at_return.saved(0);
+                let sql = at_return.saved(1);
+                at_return.c_string_in(name, 0, 128);
+                at_return.c_string_in(sql, 0, SQL_BYTES);
+                ret = Some(at_return);
+            }
+            LibCall::PqResultErrorMessage => {
+                let mut at_return = PlanBuilder::at_return(gate);
+                at_return.c_string(reg::RAX, PARAM_BYTES);
+                ret = Some(at_return);
+            }
             LibCall::SslWrite { ex } => {
                 entry.memory(reg::RSI, reg::RDX, WRITE_BYTES);
                 let mut at_return = PlanBuilder::at_return(gate);
@@ -548,6 +689,8 @@ enum Detail {
         tls: bool,
     },
     Db {
+        /// `sqlite` or `postgresql`.
+        system: &'static str,
         statement: String,
         params: Vec<Value>,
         rows: Option<u64>,
@@ -563,6 +706,8 @@ pub struct CallDeps {
     by_fd: HashMap<i32, usize>,
     /// Statement → the execution it is part of (until reset).
     by_stmt: HashMap<u64, usize>,
+    /// libpq result → the query that made it.
+    by_result: HashMap<u64, usize>,
 }
 
 impl CallDeps {
@@ -653,12 +798,13 @@ impl Detail {
                 }
             }
             Detail::Db {
+                system,
                 statement,
                 params,
                 rows,
                 error,
             } => {
-                put("system", Value::Str("sqlite".into()));
+                put("system", Value::Str(system.into()));
                 put("statement", Value::Str(statement));
                 put("params", Value::Array(params));
                 if let Some(rows) = rows {
@@ -693,7 +839,6 @@ struct PendingLib {
     cfa: u64,
     /// The statement, or the `SSL` object.
     stmt: u64,
-    sql: Option<String>,
     nbytes: i32,
     /// The plaintext an `SSL_write` was given (its first bytes).
     plaintext: Option<Vec<u8>>,
@@ -719,6 +864,8 @@ pub(crate) struct Collector {
     in_exec: HashMap<u32, u32>,
     /// `SSL` object → the descriptor its records travel on (seen in its reads and writes).
     tls_fd: HashMap<(u32, u64), i32>,
+    /// libpq prepared statements: (pid, connection, name) → SQL.
+    pg_prepared: HashMap<(u32, u64, String), String>,
     proc_root: PathBuf,
 }
 
@@ -739,6 +886,7 @@ impl Collector {
             statements: HashMap::new(),
             in_exec: HashMap::new(),
             tls_fd: HashMap::new(),
+            pg_prepared: HashMap::new(),
             proc_root: PathBuf::from("/proc"),
         }
     }
@@ -1019,7 +1167,7 @@ impl Collector {
         if !is_return {
             if call == LibCall::SqliteExec {
                 *self.in_exec.entry(tid).or_default() += 1;
-            } else if !call.is_tls() && self.in_exec.contains_key(&tid) {
+            } else if !call.is_tls() && !call.is_libpq() && self.in_exec.contains_key(&tid) {
                 // sqlite3_exec's own statements: it is the dependency.
                 return;
             }
@@ -1029,9 +1177,10 @@ impl Collector {
             };
             match call {
                 LibCall::SqlitePrepare { .. } | LibCall::SqliteExec | LibCall::SqliteStep => {
-                    let (sql, nbytes) = match call {
-                        LibCall::SqliteStep => (None, -1),
-                        _ => (text(), regs[reg::RDX as usize] as i32),
+                    // The SQL is read at the return; its length in bytes (-1: to the NUL).
+                    let nbytes = match call {
+                        LibCall::SqlitePrepare { .. } => regs[reg::RDX as usize] as i32,
+                        _ => -1,
                     };
                     self.pending_lib.entry(tid).or_default().push(PendingLib {
                         call,
@@ -1039,7 +1188,6 @@ impl Collector {
                         // Equal to the return's (see `PlanBuilder::at_return`).
                         cfa: header.cfa,
                         stmt,
-                        sql,
                         nbytes,
                         plaintext: None,
                     });
@@ -1053,10 +1201,30 @@ impl Collector {
                         start: header.ktime_ns,
                         cfa: header.cfa,
                         stmt,
-                        sql: None,
                         nbytes: -1,
                         plaintext,
                     });
+                }
+                LibCall::PqExec
+                | LibCall::PqExecParams
+                | LibCall::PqExecPrepared
+                | LibCall::PqPrepare
+                | LibCall::PqResultStatus
+                | LibCall::PqNtuples
+                | LibCall::PqResultErrorMessage => {
+                    self.pending_lib.entry(tid).or_default().push(PendingLib {
+                        call,
+                        start: header.ktime_ns,
+                        cfa: header.cfa,
+                        stmt,
+                        nbytes: -1,
+                        plaintext: None,
+                    });
+                }
+                LibCall::PqClear => {
+                    if let Some(open) = pairing.innermost_mut(tid, header.cfa) {
+                        open.data.deps().by_result.remove(&stmt);
+                    }
                 }
                 LibCall::SqliteBindInt => self.bind(
                     pid,
@@ -1126,8 +1294,8 @@ impl Collector {
         let rc = regs[reg::RAX as usize] as i32;
         match call {
             LibCall::SqlitePrepare { .. } => {
-                let stmt = fetched_u64(plan, header, payload, 1);
-                let mut sql = pending.sql.unwrap_or_else(|| "?".to_owned());
+                let stmt = fetched_u64(plan, header, payload, 3);
+                let mut sql = fetched_text(plan, header, payload, 2);
                 if pending.nbytes >= 0 && (pending.nbytes as usize) < sql.len() {
                     sql.truncate(floor_char_boundary(&sql, pending.nbytes as usize));
                 }
@@ -1146,6 +1314,7 @@ impl Collector {
                         pending.start,
                         Some(header.ktime_ns),
                         Detail::Db {
+                            system: "sqlite",
                             statement: sql,
                             params: Vec::new(),
                             rows: None,
@@ -1169,7 +1338,8 @@ impl Collector {
                             pending.start,
                             Some(header.ktime_ns),
                             Detail::Db {
-                                statement: pending.sql.unwrap_or_else(|| "?".to_owned()),
+                                system: "sqlite",
+                                statement: fetched_text(plan, header, payload, 1),
                                 params: Vec::new(),
                                 rows: None,
                                 error: (rc != 0).then(|| sqlite_error(rc)),
@@ -1195,6 +1365,76 @@ impl Collector {
                         100 => *rows = Some(rows.unwrap_or(0) + 1), // SQLITE_ROW
                         101 => {}                                   // SQLITE_DONE
                         _ => *error = Some(sqlite_error(rc)),
+                    }
+                }
+            }
+            LibCall::PqPrepare => {
+                let name = fetched_text(plan, header, payload, 2);
+                let sql = fetched_text(plan, header, payload, 3);
+                self.pg_prepared.insert((pid, pending.stmt, name), sql);
+            }
+            LibCall::PqExec | LibCall::PqExecParams | LibCall::PqExecPrepared => {
+                let result = regs[reg::RAX as usize];
+                let (statement, params) =
+                    self.pq_query(call, pid, pending.stmt, plan, header, payload);
+                let Some(open) = pairing.innermost_mut(tid, pending.cfa) else {
+                    self.stats.unattributed += 1;
+                    return;
+                };
+                let deps = open.data.deps();
+                let index = deps.add(
+                    DependencyKind::Db,
+                    pending.start,
+                    Some(header.ktime_ns),
+                    Detail::Db {
+                        system: "postgresql",
+                        statement,
+                        params,
+                        rows: None,
+                        error: (result == 0)
+                            .then(|| "no result: out of memory or no connection".to_owned()),
+                    },
+                );
+                if result != 0 {
+                    deps.by_result.insert(result, index);
+                }
+                self.stats.recorded += 1;
+            }
+            LibCall::PqResultStatus | LibCall::PqNtuples | LibCall::PqResultErrorMessage => {
+                let Some(open) = pairing.innermost_mut(tid, pending.cfa) else {
+                    return;
+                };
+                let deps = open.data.deps();
+                let Some(&index) = deps.by_result.get(&pending.stmt) else {
+                    return;
+                };
+                let Detail::Db { rows, error, .. } = &mut deps.list[index].detail else {
+                    return;
+                };
+                match call {
+                    LibCall::PqNtuples => *rows = Some(rc.max(0) as u64),
+                    LibCall::PqResultStatus => {
+                        if let Some(name) = pg_failure(rc) {
+                            *error = Some(match error.take() {
+                                Some(message) if !message.starts_with("PGRES_") => {
+                                    format!("{name}: {message}")
+                                }
+                                _ => name.to_owned(),
+                            });
+                        }
+                    }
+                    _ => {
+                        let message = fetched(plan, header, payload, 0)
+                            .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                            .unwrap_or_default();
+                        if !message.is_empty() {
+                            *error = Some(match error.take() {
+                                Some(name) if name.starts_with("PGRES_") && !name.contains(':') => {
+                                    format!("{name}: {message}")
+                                }
+                                _ => message,
+                            });
+                        }
                     }
                 }
             }
@@ -1254,6 +1494,57 @@ impl Collector {
         }
     }
 
+    /// A libpq query's statement and text parameters (binary ones are marked, not read), from
+    /// its return event (see [`LibCall::plans`] for the ops).
+    fn pq_query(
+        &self,
+        call: LibCall,
+        pid: u32,
+        conn: u64,
+        plan: &CapturePlan,
+        header: &EventHeader,
+        payload: &[u8],
+    ) -> (String, Vec<Value>) {
+        if call == LibCall::PqExec {
+            return (fetched_text(plan, header, payload, 1), Vec::new());
+        }
+        let first = fetched_text(plan, header, payload, 4);
+        let statement = if call == LibCall::PqExecPrepared {
+            match self.pg_prepared.get(&(pid, conn, first.clone())) {
+                Some(sql) => sql.clone(),
+                None => format!("EXECUTE {first}"),
+            }
+        } else {
+            first
+        };
+        let count = (fetched_u64(plan, header, payload, 1) as i32).clamp(0, 64) as usize;
+        let formats = fetched(plan, header, payload, 6 + PQ_PARAMS as usize).unwrap_or(&[]);
+        let unavailable =
+            |why: &str| Value::Struct(vec![("unavailable".into(), Value::Str(why.into()))]);
+        let params = (0..count)
+            .map(|i| {
+                let binary = formats
+                    .get(4 * i..4 * i + 4)
+                    .is_some_and(|f| i32::from_le_bytes(f.try_into().expect("4 bytes")) == 1);
+                if binary {
+                    return unavailable("a binary-format parameter is not read");
+                }
+                if i >= PQ_PARAMS as usize {
+                    return unavailable("parameters after the 8th are not read");
+                }
+                let op = 6 + i;
+                match header.fetch_len[op] {
+                    fetch_status::NULL => Value::Null,
+                    _ => fetched(plan, header, payload, op).map_or_else(
+                        || unavailable("unreadable memory"),
+                        |b| Value::Str(String::from_utf8_lossy(b).into_owned()),
+                    ),
+                }
+            })
+            .collect();
+        (statement, params)
+    }
+
     fn bind(&mut self, pid: u32, stmt: u64, regs: &[u64], value: Value) {
         let index = regs[reg::RSI as usize] as i32;
         self.statements
@@ -1290,6 +1581,7 @@ impl Collector {
             header.ktime_ns,
             None,
             Detail::Db {
+                system: "sqlite",
                 statement,
                 params,
                 rows: Some(0),
@@ -1618,6 +1910,16 @@ fn sqlite_error(rc: i32) -> String {
         _ => "SQLITE error",
     };
     format!("{name} ({rc})")
+}
+
+/// The name of a failed libpq result status (`PGRES_FATAL_ERROR`), `None` for success.
+fn pg_failure(status: i32) -> Option<&'static str> {
+    match status {
+        5 => Some("PGRES_BAD_RESPONSE"),
+        7 => Some("PGRES_FATAL_ERROR"),
+        11 => Some("PGRES_PIPELINE_ABORTED"),
+        _ => None,
+    }
 }
 
 fn floor_char_boundary(s: &str, mut at: usize) -> usize {

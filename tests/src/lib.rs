@@ -76,10 +76,10 @@ pub fn build_c(name: &str, opt: Opt) -> PathBuf {
     })
 }
 
-/// As [`build_c`], linked with these libraries (`"sqlite3"` for `-lsqlite3`).
-pub fn build_c_with(name: &str, opt: Opt, libs: &[&str]) -> PathBuf {
+/// As [`build_c`], with more compiler arguments after the source (`-lsqlite3`, `-I...`).
+pub fn build_c_with(name: &str, opt: Opt, args: &[&str]) -> PathBuf {
     once(&format!("build_c:{name}:{}", opt.flag()), || {
-        build_c_linked(name, opt, libs)
+        build_c_linked(name, opt, args)
     })
 }
 
@@ -87,7 +87,7 @@ fn build_c_uncached(name: &str, opt: Opt) -> PathBuf {
     build_c_linked(name, opt, &[])
 }
 
-fn build_c_linked(name: &str, opt: Opt, libs: &[&str]) -> PathBuf {
+fn build_c_linked(name: &str, opt: Opt, args: &[&str]) -> PathBuf {
     let src = workspace().join("tests/fixtures").join(format!("{name}.c"));
     let out = fixture_dir().join(format!("{name}-O{}", opt.flag()));
     let tmp = unique(&out);
@@ -96,7 +96,7 @@ fn build_c_linked(name: &str, opt: Opt, libs: &[&str]) -> PathBuf {
             .args(["-g", &format!("-O{}", opt.flag()), "-pthread", "-o"])
             .arg(&tmp)
             .arg(&src)
-            .args(libs.iter().map(|lib| format!("-l{lib}"))),
+            .args(args),
     );
     std::fs::rename(&tmp, &out).expect("move fixture into place");
     out

@@ -11,7 +11,7 @@ fn run(test: &str, flags: &[&str]) -> Option<(Vec<Value>, Vec<Value>, u16, Strin
     if !bpf_available(test) {
         return None;
     }
-    let fixture = build_c_with("deps", Opt::O2, &["sqlite3"]);
+    let fixture = build_c_with("deps", Opt::O2, &["-lsqlite3"]);
     let dir = scratch(test);
     let db = dir.join("chronicle.db");
     let files = dir.join("files");
@@ -203,7 +203,7 @@ fn https_requests_are_read_as_plaintext_from_libssl() {
     if !bpf_available(test) {
         return;
     }
-    let fixture = build_c_with("tls", Opt::O2, &["ssl", "crypto"]);
+    let fixture = build_c_with("tls", Opt::O2, &["-lssl", "-lcrypto"]);
     let dir = scratch(test);
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let made = std::process::Command::new("openssl")
@@ -271,6 +271,67 @@ fn https_requests_are_read_as_plaintext_from_libssl() {
                 "address": format!("127.0.0.1:{port}"), "tls": true,
                 "sent": request.len(), "received": response.len()}})],
             "the handshake and the encrypted records are not counted: {record:#}"
+        );
+        check_timings(record);
+    }
+}
+
+#[test]
+fn postgres_queries_through_libpq_with_parameters_rows_and_errors() {
+    let test = "postgres_queries_through_libpq_with_parameters_rows_and_errors";
+    // Skips (or, where PostgreSQL is required, fails) like every PostgreSQL test.
+    let Some(_schema) = chronicle::testing::PgSchema::new(test) else {
+        return;
+    };
+    if !bpf_available(test) {
+        return;
+    }
+    let dsn = std::env::var(chronicle::testing::DSN_VAR).unwrap();
+    let fixture = build_c_with("pg", Opt::O2, &["-I/usr/include/postgresql", "-lpq"]);
+    let db = scratch(test).join("chronicle.db");
+    let out = chronicle(&[
+        "attach",
+        "--func",
+        "lookup",
+        "--track-db-calls",
+        "--db",
+        db.to_str().unwrap(),
+        "--",
+        fixture.to_str().unwrap(),
+        &dsn,
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done 2"));
+    let records = export(&db, "lookup");
+    assert_eq!(records.len(), 2);
+    for (i, record) in records.iter().enumerate() {
+        let id = 2 + i as i64;
+        let who = ["alice", "bob"][i];
+        assert_eq!(record["args"], json!({"id": id, "who": who}));
+        assert_eq!(record["return"], json!(1 + id + 1000));
+        assert_eq!(
+            untimed(record),
+            [
+                json!({"kind": "db", "detail": {
+                    "system": "postgresql",
+                    "statement": "SELECT $1::int * 2 AS doubled, $2::text AS who, $3::text AS nothing",
+                    "params": [id.to_string(), who, null], "rows": 1}}),
+                json!({"kind": "db", "detail": {
+                    "system": "postgresql",
+                    "statement": "SELECT n FROM generate_series(1, $1::int) AS n",
+                    "params": [id.to_string()], "rows": id}}),
+                json!({"kind": "db", "detail": {
+                    "system": "postgresql",
+                    "statement": "SELECT no_such_column FROM pg_class",
+                    "params": [],
+                    "error": "PGRES_FATAL_ERROR: ERROR:  column \"no_such_column\" does not exist\nLINE 1: SELECT no_such_column FROM pg_class\n               ^"}}),
+            ],
+            "{record:#}"
         );
         check_timings(record);
     }
