@@ -45,8 +45,8 @@ pub fn run(args: &Args) -> Result<()> {
         args.calls, args.runs
     );
     println!(
-        "{:<32} {:>14} {:>14} {:>20}",
-        "condition", "µs per call", "µs added", "dependencies"
+        "{:<32} {:>14} {:>14} {:>14} {:>20}",
+        "condition", "µs per call", "quartiles", "µs added", "dependencies"
     );
     let conditions: &[(&str, Option<&[&str]>, u64)] = &[
         ("untraced", None, 0),
@@ -104,11 +104,19 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     let per = |ns: u64| ns as f64 / args.calls as f64 / 1000.0;
-    let medians: Vec<f64> = times
-        .iter_mut()
+    for t in &mut times {
+        t.sort_unstable();
+    }
+    let medians: Vec<f64> = times.iter().map(|t| per(t[t.len() / 2])).collect();
+    // The spread between runs, to read the differences against: the quartiles.
+    let spread: Vec<String> = times
+        .iter()
         .map(|t| {
-            t.sort_unstable();
-            per(t[t.len() / 2])
+            format!(
+                "{:.0}–{:.0}",
+                per(t[t.len() / 4]),
+                per(t[(3 * t.len()) / 4])
+            )
         })
         .collect();
     for (i, &(label, flags, per_call)) in conditions.iter().enumerate() {
@@ -125,8 +133,8 @@ pub fn run(args: &Args) -> Result<()> {
             ),
         };
         println!(
-            "{label:<32} {:>14.1} {added:>14} {recorded:>20}",
-            medians[i]
+            "{label:<32} {:>14.1} {:>14} {added:>14} {recorded:>20}",
+            medians[i], spread[i]
         );
     }
     println!("(µs added: tracing over untraced; tracking over traced without tracking)");
