@@ -2,12 +2,28 @@
 //! to open one, runs SQL through SQLite and makes an HTTP request on loopback; the stored
 //! children must be exactly what it did, attributed to the innermost captured call.
 
-use chronicle_tests::{Opt, bpf_available, build_c_with, chronicle, export, scratch};
+use chronicle_tests::{
+    Opt, bpf_available, build_c_with, chronicle, chronicle_bin, export, scratch,
+};
 use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
-/// Runs the fixture under `attach` with `flags`; returns (records of process_order, records
-/// of charge, the fixture's server port, attach's stderr).
-fn run(test: &str, flags: &[&str]) -> Option<(Vec<Value>, Vec<Value>, u16, String)> {
+/// What one run of the fixture under `attach` left.
+struct Run {
+    orders: Vec<Value>,
+    charges: Vec<Value>,
+    /// The fixture's server port.
+    port: u16,
+    /// `attach`'s.
+    stderr: String,
+    /// The directory the fixture wrote its files to.
+    files: String,
+    db: std::path::PathBuf,
+}
+
+/// Runs the fixture under `attach` with `flags`.
+fn run(test: &str, flags: &[&str]) -> Option<Run> {
     if !bpf_available(test) {
         return None;
     }
@@ -43,16 +59,14 @@ fn run(test: &str, flags: &[&str]) -> Option<(Vec<Value>, Vec<Value>, u16, Strin
         .parse()
         .unwrap();
     assert!(stdout.contains("done 2"), "{stdout}");
-    Some((
-        export(&db, "process_order"),
-        export(&db, "charge"),
+    Some(Run {
+        orders: export(&db, "process_order"),
+        charges: export(&db, "charge"),
         port,
         stderr,
-    ))
-}
-
-fn files_dir(test: &str) -> String {
-    scratch(test).join("files").to_str().unwrap().to_owned()
+        files: files.to_str().unwrap().to_owned(),
+        db,
+    })
 }
 
 /// The dependencies without their timings, which are checked separately.
@@ -85,51 +99,62 @@ fn check_timings(record: &Value) {
 
 const RESPONSE_BYTES: u64 = 66;
 
-#[test]
-fn a_captured_call_records_its_files_sql_and_http_requests_exactly() {
-    let test = "a_captured_call_records_its_files_sql_and_http_requests_exactly";
-    let Some((orders, charges, port, stderr)) = run(
-        test,
-        &["--track-file-io", "--track-http-calls", "--track-db-calls"],
-    ) else {
-        return;
-    };
-    let dir = files_dir(test);
-    assert_eq!(orders.len(), 2, "{stderr}");
-    for (i, record) in orders.iter().enumerate() {
-        let id = 7 + i as i64;
-        assert_eq!(record["args"], json!({"id": id, "qty": 3}));
-        let request = format!(
-            "GET /stock/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-        );
-        assert_eq!(
-            untimed(record),
-            [
-                json!({"kind": "file", "detail": {
+/// The dependencies of `process_order(id, 3)` with every switch on, in order.
+fn expected_order(dir: &str, port: u16, id: i64) -> Vec<Value> {
+    let request =
+        format!("GET /stock/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    vec![
+        json!({"kind": "file", "detail": {
                     "path": format!("{dir}/order-{id}.txt"), "op": "open write close",
                     "bytes_read": 0, "bytes_written": format!("order {id} x3\n").len()}}),
-                json!({"kind": "file", "detail": {
+        json!({"kind": "file", "detail": {
                     "path": format!("{dir}/missing/none.txt"), "op": "open",
                     "bytes_read": 0, "bytes_written": 0,
                     "error": "No such file or directory (errno 2)"}}),
-                json!({"kind": "db", "detail": {
+        json!({"kind": "db", "detail": {
                     "system": "sqlite",
                     "statement": "INSERT INTO orders(id, qty, note) VALUES (?1, ?2, ?3)",
                     "params": [id, 3_000_000_000_000i64, "gift wrap"], "rows": 0}}),
-                json!({"kind": "db", "detail": {
+        json!({"kind": "db", "detail": {
                     "system": "sqlite",
                     "statement": "SELECT count(*) FROM orders WHERE id >= ?1",
                     "params": [id], "rows": 1}}),
-                json!({"kind": "db", "detail": {
+        json!({"kind": "db", "detail": {
                     "system": "sqlite",
                     "statement": "UPDATE stock SET n = n - 1 WHERE id = 1",
                     "params": []}}),
-                json!({"kind": "http", "detail": {
+        json!({"kind": "http", "detail": {
                     "method": "GET", "target": format!("/stock/{id}"),
                     "host": format!("127.0.0.1:{port}"), "status": 200,
                     "address": format!("127.0.0.1:{port}"), "tls": false,
                     "sent": request.len(), "received": RESPONSE_BYTES}}),
-            ],
+    ]
+}
+
+#[test]
+fn a_captured_call_records_its_files_sql_and_http_requests_exactly() {
+    let test = "a_captured_call_records_its_files_sql_and_http_requests_exactly";
+    let Some(Run {
+        orders,
+        charges,
+        port,
+        stderr,
+        files: dir,
+        ..
+    }) = run(
+        test,
+        &["--track-file-io", "--track-http-calls", "--track-db-calls"],
+    )
+    else {
+        return;
+    };
+    assert_eq!(orders.len(), 2, "{stderr}");
+    for (i, record) in orders.iter().enumerate() {
+        let id = 7 + i as i64;
+        assert_eq!(record["args"], json!({"id": id, "qty": 3}));
+        assert_eq!(
+            untimed(record),
+            expected_order(&dir, port, id),
             "{record:#}"
         );
         check_timings(record);
@@ -174,7 +199,10 @@ fn each_switch_collects_only_its_own_kind() {
     ];
     for &(switch, in_order, in_charge) in switches {
         let test = format!("each_switch_collects_only_its_own_kind{switch}");
-        let Some((orders, charges, _, _)) = run(&test, &[switch]) else {
+        let Some(Run {
+            orders, charges, ..
+        }) = run(&test, &[switch])
+        else {
             return;
         };
         for record in &orders {
@@ -185,7 +213,13 @@ fn each_switch_collects_only_its_own_kind() {
         }
     }
     let test = "each_switch_collects_only_its_own_kind_off";
-    let Some((orders, charges, _, stderr)) = run(test, &[]) else {
+    let Some(Run {
+        orders,
+        charges,
+        stderr,
+        ..
+    }) = run(test, &[])
+    else {
         return;
     };
     assert!(
@@ -334,5 +368,102 @@ fn postgres_queries_through_libpq_with_parameters_rows_and_errors() {
             "{record:#}"
         );
         check_timings(record);
+    }
+}
+
+#[test]
+fn a_running_process_is_tracked_through_its_mapped_libraries() {
+    let test = "a_running_process_is_tracked_through_its_mapped_libraries";
+    if !bpf_available(test) {
+        return;
+    }
+    let fixture = build_c_with("deps", Opt::O2, &["-lsqlite3"]);
+    let dir = scratch(test);
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let _ = std::fs::remove_file(files.join("go"));
+    let mut service = Command::new(&fixture)
+        .args([files.to_str().unwrap(), "2", "wait"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(service.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    let words: Vec<&str> = ready.split_whitespace().collect();
+    assert_eq!(words[0], "ready", "{ready}");
+    let (pid, port): (&str, u16) = (words[1], words[3].parse().unwrap());
+    let db = dir.join("chronicle.db");
+    let mut agent = Command::new(chronicle_bin())
+        .args([
+            "attach",
+            "--pid",
+            pid,
+            "--func",
+            "process_order",
+            "--func",
+            "charge",
+        ])
+        .args([
+            "--track-file-io",
+            "--track-http-calls",
+            "--track-db-calls",
+            "--db",
+        ])
+        .arg(&db)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both functions are probed once attach says what it traces.
+    let mut stderr = BufReader::new(agent.stderr.take().unwrap());
+    let mut said = String::new();
+    while said.matches("chronicle: tracing").count() < 2 {
+        let before = said.len();
+        stderr.read_line(&mut said).unwrap();
+        assert!(said.len() > before, "attach stopped early: {said}");
+    }
+    std::fs::write(files.join("go"), "").unwrap();
+    assert!(service.wait().unwrap().success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(agent.wait().unwrap().success(), "{said}{rest}");
+    let orders = export(&db, "process_order");
+    assert_eq!(orders.len(), 2, "{said}{rest}");
+    let dir = files.to_str().unwrap();
+    for (i, record) in orders.iter().enumerate() {
+        // The cached statement was prepared before attach: its text was never seen.
+        let mut expected = expected_order(dir, port, 7 + i as i64);
+        expected[3]["detail"]["statement"] = json!("(prepared before tracing began)");
+        assert_eq!(untimed(record), expected, "{record:#}");
+    }
+}
+
+#[test]
+fn dependency_details_are_redacted_before_they_are_stored() {
+    let test = "dependency_details_are_redacted_before_they_are_stored";
+    let config = scratch(&format!("{test}-config")).join("chronicle.toml");
+    std::fs::write(&config, "redaction_patterns = ['gift \\w+']\n").unwrap();
+    let Some(Run { orders, db, .. }) = run(
+        test,
+        &["--track-db-calls", "--config", config.to_str().unwrap()],
+    ) else {
+        return;
+    };
+    for record in &orders {
+        assert_eq!(
+            record["dependencies"][0]["detail"]["params"][2], "[REDACTED]",
+            "{record:#}"
+        );
+    }
+    // The database and whatever write-ahead log is left.
+    for suffix in ["", "-wal", "-journal"] {
+        let path = format!("{}{suffix}", db.display());
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        assert!(
+            !bytes.windows(9).any(|w| w == b"gift wrap"),
+            "the bound text never reaches {path}"
+        );
     }
 }

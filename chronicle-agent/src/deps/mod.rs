@@ -978,7 +978,7 @@ impl Collector {
         self.statements
             .entry((pid, stmt))
             .or_insert_with(|| Statement {
-                sql: "?".to_owned(),
+                sql: UNKNOWN_STATEMENT.to_owned(),
                 params: BTreeMap::new(),
             })
             .params
@@ -1002,7 +1002,7 @@ impl Collector {
         }
         let (statement, params) = match self.statements.get(&(header.pid, stmt)) {
             Some(s) => (s.sql.clone(), dense_params(&s.params)),
-            None => ("?".to_owned(), Vec::new()),
+            None => (UNKNOWN_STATEMENT.to_owned(), Vec::new()),
         };
         let index = deps.add(
             DependencyKind::Db,
@@ -1020,6 +1020,10 @@ impl Collector {
         self.stats.recorded += 1;
     }
 }
+
+/// The text of a statement whose preparation was not seen (before `attach`, or its event
+/// was dropped).
+const UNKNOWN_STATEMENT: &str = "(prepared before tracing began)";
 
 /// Bound parameters in order; an index never bound is SQL NULL, as SQLite treats it.
 fn dense_params(params: &BTreeMap<i32, Value>) -> Vec<Value> {
