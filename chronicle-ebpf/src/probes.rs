@@ -188,14 +188,7 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
             let _ = ACTIVE.remove(&tid);
         }
     }
-    let mut saved = None;
-    if kind == event_kind::RETURN && plan.flags & flags::LOAD_SAVED != 0 {
-        // SAFETY: the value is copied out at once.
-        saved = unsafe { SAVED.get(&frame) }.copied();
-        if saved.is_some() {
-            let _ = SAVED.remove(&frame);
-        }
-    }
+    let saved = take_saved(kind, plan, &frame);
     let fired = Fired {
         kind,
         probe_id,
@@ -206,6 +199,19 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
     };
     emit(&fired, plan, counters, saved.as_ref(), &frame);
     0
+}
+
+/// Return probes that load saved words: the words the entry of this frame saved, removed.
+fn take_saved(kind: u32, plan: &CapturePlan, frame: &FrameKey) -> Option<SavedWords> {
+    if kind != event_kind::RETURN || plan.flags & flags::LOAD_SAVED == 0 {
+        return None;
+    }
+    // SAFETY: the value is copied out at once.
+    let saved = unsafe { SAVED.get(frame) }.copied();
+    if saved.is_some() {
+        let _ = SAVED.remove(frame);
+    }
+    saved
 }
 
 /// Whether a dependency at stack pointer `sp` on thread `tid` runs inside a captured call.
@@ -272,14 +278,7 @@ fn syscall(regs_ptr: *const pt_regs, kind: u32) -> u32 {
         _pad0: 0,
         cfa: SYSCALL_FRAME,
     };
-    let mut saved = None;
-    if kind == event_kind::RETURN && plan.flags & flags::LOAD_SAVED != 0 {
-        // SAFETY: the value is copied out at once.
-        saved = unsafe { SAVED.get(&frame) }.copied();
-        if saved.is_some() {
-            let _ = SAVED.remove(&frame);
-        }
-    }
+    let saved = take_saved(kind, plan, &frame);
     let fired = Fired {
         kind,
         probe_id,

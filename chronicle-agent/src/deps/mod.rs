@@ -168,6 +168,21 @@ impl Detail {
         let mut fields: Vec<(String, Value)> = Vec::new();
         let mut put = |name: &str, value: Value| fields.push((name.to_owned(), value));
         let text = |s: Option<String>| s.map_or(Value::Null, Value::Str);
+        // The fields a connection and an HTTP request share.
+        let traffic = |put: &mut dyn FnMut(&str, Value),
+                       address: Option<String>,
+                       tls: bool,
+                       sent: u64,
+                       received: u64,
+                       error: Option<String>| {
+            put("address", address.map_or(Value::Null, Value::Str));
+            put("tls", Value::Bool(tls));
+            put("sent", Value::UInt(sent));
+            put("received", Value::UInt(received));
+            if let Some(error) = error {
+                put("error", Value::Str(error));
+            }
+        };
         match self {
             Detail::File {
                 path,
@@ -191,13 +206,7 @@ impl Detail {
                 error,
                 tls,
             } => {
-                put("address", text(address));
-                put("tls", Value::Bool(tls));
-                put("sent", Value::UInt(sent));
-                put("received", Value::UInt(received));
-                if let Some(error) = error {
-                    put("error", Value::Str(error));
-                }
+                traffic(&mut put, address, tls, sent, received, error);
             }
             Detail::Http {
                 method,
@@ -217,13 +226,7 @@ impl Detail {
                     "status",
                     status.map_or(Value::Null, |s| Value::UInt(s.into())),
                 );
-                put("address", text(address));
-                put("tls", Value::Bool(tls));
-                put("sent", Value::UInt(sent));
-                put("received", Value::UInt(received));
-                if let Some(error) = error {
-                    put("error", Value::Str(error));
-                }
+                traffic(&mut put, address, tls, sent, received, error);
             }
             Detail::Db {
                 system,
