@@ -434,7 +434,7 @@ fn a_running_process_is_tracked_through_its_mapped_libraries() {
         // The cached statement was prepared before attach: its text was never seen.
         let mut expected = expected_order(dir, port, 7 + i as i64);
         expected[3]["detail"]["statement"] = json!("(prepared before tracing began)");
-        assert_eq!(untimed(record), expected, "{record:#}");
+        assert_eq!(untimed(record), expected, "{record:#}\n{said}{rest}");
     }
 }
 

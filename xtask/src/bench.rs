@@ -11,6 +11,7 @@ use crate::ebpf::workspace_root;
 mod ask;
 mod deps;
 mod otlp;
+mod overhead;
 mod pipeline;
 mod replay;
 mod store;
@@ -22,8 +23,9 @@ pub struct Args {
     /// memory for a large binary), `store` (records/s into a backend), `otlp` (spans/s to
     /// a loopback OTLP/HTTP receiver) or `pipeline` (records/s through sampling and
     /// redaction, then the store), `replay` (replayed calls/s against a native binary,
-    /// next to gdb), `ask` (time per question over a store of `--records`) or `deps` (cost
-    /// of dependency tracking on the dependency fixture; use `--calls 2000`).
+    /// next to gdb), `ask` (time per question over a store of `--records`), `deps` (cost
+    /// of dependency tracking on the dependency fixture; use `--calls 2000`) or `overhead`
+    /// (per-call cost next to bare probes and bpftrace, at -O0, -O2 and -O2 with nops).
     pub name: String,
     /// Calls per run (`capture`).
     #[arg(long, default_value_t = 200_000)]
@@ -58,9 +60,10 @@ pub fn run(args: Args) -> Result<()> {
         "otlp" => otlp::run(&args),
         "replay" => replay::run(&args),
         "deps" => deps::run(&args),
+        "overhead" => overhead::run(&args),
         other => bail!(
             "unknown benchmark `{other}`; available: capture, presample, symbols, store, otlp, \
-             pipeline, replay, ask, deps"
+             pipeline, replay, ask, deps, overhead"
         ),
     }
 }

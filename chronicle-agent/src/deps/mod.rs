@@ -344,6 +344,13 @@ impl Collector {
             return;
         };
         if !exit {
+            if sys == Sys::Close {
+                // At the entry, while the number is still this descriptor's: the exit can
+                // reach us after another thread was given the same number (the closing thread
+                // may be preempted between freeing it and its exit tracepoint).
+                self.fds
+                    .remove(&(header.pid, header.regs[reg::RDI as usize] as i32));
+            }
             let data = (plan.n_ops > 0)
                 .then(|| fetched(plan, header, payload, 0).map(<[u8]>::to_vec))
                 .flatten();
@@ -453,7 +460,6 @@ impl Collector {
                     push_op(ops, "close");
                     deps.list[index].end = Some(end);
                 }
-                self.fds.remove(&(pid, fd));
             }
             Sys::Read { .. } | Sys::Write { .. } => {
                 let is_write = matches!(pending.sys, Sys::Write { .. });
@@ -573,9 +579,6 @@ impl Collector {
             Sys::Socket if ret >= 0 => {
                 self.fds
                     .insert((pid, ret as i32), Fd::Socket { address: None });
-            }
-            Sys::Close => {
-                self.fds.remove(&(pid, fd));
             }
             _ => {}
         }
