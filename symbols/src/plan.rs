@@ -373,9 +373,15 @@ fn entry_pieces(sig: &Signature, pc: u64, cfa: CfaRule) -> Vec<Vec<Piece>> {
         cfa: Some(cfa),
         frame_base: sig.frame_base.as_deref(),
     };
+    let abi = if at_entry {
+        sysv_entry_pieces(sig)
+    } else {
+        None
+    };
     sig.params
         .iter()
-        .map(|param| {
+        .enumerate()
+        .map(|(i, param)| {
             let size = sig.types.size(param.ty).unwrap_or(8);
             let missing = |reason: String| vec![Piece::Missing { size, reason }];
             match &param.location {
@@ -388,7 +394,13 @@ fn entry_pieces(sig: &Signature, pc: u64, cfa: CfaRule) -> Vec<Vec<Piece>> {
                             && single
                             && location::is_frame_relative(ops, sig.frame_base.as_deref())
                         {
-                            missing(BEFORE_PROLOGUE.to_owned())
+                            // Unoptimised code: the prologue will store the argument in this
+                            // frame slot; before it runs, the calling convention says where
+                            // the argument is.
+                            match abi.as_ref().and_then(|abi| abi.get(i)) {
+                                Some(pieces) => pieces.clone(),
+                                None => missing(BEFORE_PROLOGUE.to_owned()),
+                            }
                         } else {
                             location::evaluate(ops, size, &site)
                         }
@@ -397,6 +409,68 @@ fn entry_pieces(sig: &Signature, pc: u64, cfa: CfaRule) -> Vec<Vec<Piece>> {
             }
         })
         .collect()
+}
+
+/// Where the System V calling convention puts each parameter at a C or C++ function's first
+/// instruction, when every parameter is a scalar (integer, `char`, `bool`, enum, pointer or
+/// reference: the next of rdi, rsi, rdx, rcx, r8, r9, then the stack; `float`/`double`: an SSE
+/// register, not readable); `None` for other languages and for aggregates passed by value,
+/// whose classification this does not attempt.
+fn sysv_entry_pieces(sig: &Signature) -> Option<Vec<Vec<Piece>>> {
+    if !matches!(sig.language, Language::C | Language::Cpp) {
+        return None;
+    }
+    const INT_REGS: [u8; 6] = [5, 4, 1, 2, 8, 9];
+    let mut next_int = 0;
+    // A value returned in memory takes rdi for its destination.
+    if sig
+        .ret
+        .is_some_and(|ty| returns_in_memory(&sig.types, ty, sig.language))
+    {
+        next_int = 1;
+    }
+    let mut next_sse = 0;
+    // Stack arguments start at the canonical frame address, rsp + 8 here.
+    let mut stack = 8;
+    let mut out = Vec::with_capacity(sig.params.len());
+    for param in &sig.params {
+        let size = sig.types.size(param.ty)?;
+        if size == 0 || size > 8 {
+            return None;
+        }
+        let pieces = match sig.types.get(param.ty).kind {
+            TypeKind::Int { .. }
+            | TypeKind::Bool
+            | TypeKind::Char { .. }
+            | TypeKind::Enum { .. }
+            | TypeKind::Pointer { .. } => match INT_REGS.get(next_int) {
+                Some(&reg) => {
+                    next_int += 1;
+                    vec![Piece::Reg { reg, size }]
+                }
+                None => {
+                    let at = Sym::Reg { reg: 7, add: stack };
+                    stack += 8;
+                    vec![Piece::Memory { at, size }]
+                }
+            },
+            TypeKind::Float if next_sse < 8 => {
+                next_sse += 1;
+                vec![Piece::Missing {
+                    size,
+                    reason: location::IN_FP_REGISTER.to_owned(),
+                }]
+            }
+            TypeKind::Float => {
+                let at = Sym::Reg { reg: 7, add: stack };
+                stack += 8;
+                vec![Piece::Memory { at, size }]
+            }
+            _ => return None,
+        };
+        out.push(pieces);
+    }
+    Some(out)
 }
 
 /// True when a value of type `ty` is returned through a hidden pointer the caller passes

@@ -156,9 +156,29 @@ fn c_mixed_types() {
 
 #[test]
 fn c_plan_from_dwarf() {
-    // -O0: the parameters live in the frame, so the probe goes after the prologue.
+    // -O0: the parameters live in the frame once the prologue has stored them; before it,
+    // the calling convention has these scalars in registers, so the probe stays on the first
+    // instruction (which the return probe shares, and which the kernel emulates).
     let elf = open(&common::c_program());
     let sig = signature(&elf, "transfer");
+    let plan = compile(Some(&sig), elf.data(), &PlanLimits::default());
+    assert_eq!(plan.entry_site.offset, 0);
+    let decoded = Machine::default()
+        .arg(0, 0x5000)
+        .arg(1, 0)
+        .arg(2, (-250i64) as u64)
+        .memory(0x5000, b"alice\0")
+        .decode_entry(&plan);
+    assert_eq!(
+        decoded.args,
+        [
+            ("from".to_owned(), Value::Str("alice".into())),
+            ("to".to_owned(), Value::Null),
+            ("cents".to_owned(), Value::Int(-250)),
+        ]
+    );
+    // A struct passed by value is not classified: its frame slot after the prologue.
+    let sig = signature(&elf, "by_value");
     let plan = compile(Some(&sig), elf.data(), &PlanLimits::default());
     assert!(plan.entry_site.offset > 0);
     assert_eq!(plan.entry_site.cfa.reg, 6, "gcc -O0 frames are rbp-based");
