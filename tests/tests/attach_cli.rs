@@ -272,15 +272,16 @@ fn the_database_is_private_and_belongs_to_the_sudo_user() {
     let bank = build_c("bank", Opt::O0);
     let service = Running::start(&bank, &["--interval-ms", "10"]);
     let db = dir.join("chronicle.db");
-    let out = std::process::Command::new(chronicle_tests::chronicle_bin())
-        .args([
-            "attach",
-            "--pid",
-            &service.pid().to_string(),
-            "--func",
-            "factorial",
-        ])
-        .args(["--duration", "0.5", "--db", db.to_str().unwrap()])
+    // `attach` to the bank for `secs` into `db`.
+    let attach = |db: &std::path::Path, secs: &str| {
+        let mut command = std::process::Command::new(chronicle_tests::chronicle_bin());
+        command
+            .args(["attach", "--pid", &service.pid().to_string()])
+            .args(["--func", "factorial", "--duration", secs, "--db"])
+            .arg(db);
+        command
+    };
+    let out = attach(&db, "0.5")
         .env("SUDO_UID", NOBODY.to_string())
         .env("SUDO_GID", NOBODY.to_string())
         .output()
@@ -338,15 +339,7 @@ fn the_database_is_private_and_belongs_to_the_sudo_user() {
     assert_eq!(records[0]["function"], "factorial");
     // Without sudo, root's database is root's alone.
     let other = dir.join("root.db");
-    let out = std::process::Command::new(chronicle_tests::chronicle_bin())
-        .args([
-            "attach",
-            "--pid",
-            &service.pid().to_string(),
-            "--func",
-            "factorial",
-        ])
-        .args(["--duration", "0.2", "--db", other.to_str().unwrap()])
+    let out = attach(&other, "0.2")
         .env_remove("SUDO_UID")
         .env_remove("SUDO_GID")
         .output()

@@ -261,6 +261,21 @@ struct PendingSyscall {
     data: Option<Vec<u8>>,
 }
 
+impl PendingSyscall {
+    /// The path an `open` was given.
+    fn path(&self) -> String {
+        self.data.as_deref().map_or_else(
+            || "?".to_owned(),
+            |p| String::from_utf8_lossy(p).into_owned(),
+        )
+    }
+
+    /// The address a `connect` was given.
+    fn address(&self) -> Option<String> {
+        self.data.as_deref().and_then(sockaddr_text)
+    }
+}
+
 /// A library call entry waiting for its return.
 #[derive(Debug)]
 struct PendingLib {
@@ -381,9 +396,9 @@ impl Collector {
         let ret = header.regs[reg::RAX as usize] as i64;
         let end = header.ktime_ns;
         let pid = header.pid;
+        // The descriptor table follows every thread, inside a captured call or not.
+        self.track_descriptor(pid, &pending, ret);
         let Some(open) = pairing.innermost_mut(header.tid, pending.sp) else {
-            // Still keep the descriptor table right.
-            self.syscall_without_call(pid, &pending, ret);
             if pending.sys.gated() {
                 self.stats.unattributed += 1;
             }
@@ -394,21 +409,13 @@ impl Collector {
         let before = deps.list.len();
         match pending.sys {
             Sys::Open { .. } => {
-                let path = pending
-                    .data
-                    .as_deref()
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .unwrap_or_else(|| "?".to_owned());
-                if ret >= 0 {
-                    self.fds.insert((pid, ret as i32), Fd::File(path.clone()));
-                }
                 if self.tracking.files {
                     let index = deps.add(
                         DependencyKind::File,
                         pending.start,
                         Some(end),
                         Detail::File {
-                            path,
+                            path: pending.path(),
                             ops: vec!["open"],
                             read: 0,
                             written: 0,
@@ -421,13 +428,6 @@ impl Collector {
                 }
             }
             Sys::Connect => {
-                let address = pending.data.as_deref().and_then(sockaddr_text);
-                self.fds.insert(
-                    (pid, fd),
-                    Fd::Socket {
-                        address: address.clone(),
-                    },
-                );
                 // A non-blocking connect answers EINPROGRESS and completes later.
                 let failed = ret < 0 && ret != -(libc::EINPROGRESS as i64);
                 if !self.tracking.network {
@@ -438,7 +438,7 @@ impl Collector {
                     pending.start,
                     Some(end),
                     Detail::Net {
-                        address,
+                        address: pending.address(),
                         sent: 0,
                         received: 0,
                         error: failed.then(|| errno_text(ret)),
@@ -447,12 +447,7 @@ impl Collector {
                 );
                 deps.by_fd.insert(fd, index);
             }
-            Sys::Socket => {
-                if ret >= 0 {
-                    self.fds
-                        .insert((pid, ret as i32), Fd::Socket { address: None });
-                }
-            }
+            Sys::Socket => {}
             Sys::Close => {
                 if let Some(index) = deps.by_fd.remove(&fd)
                     && let Detail::File { ops, .. } = &mut deps.list[index].detail
@@ -560,20 +555,16 @@ impl Collector {
         self.stats.recorded += (deps.list.len() - before) as u64;
     }
 
-    /// Keeps the descriptor table right for a syscall outside any call we can attribute to.
-    fn syscall_without_call(&mut self, pid: u32, pending: &PendingSyscall, ret: i64) {
+    /// Keeps the descriptor table right after a syscall that makes a descriptor (a close
+    /// takes its own out at the entry).
+    fn track_descriptor(&mut self, pid: u32, pending: &PendingSyscall, ret: i64) {
         let fd = pending.args[0] as i32;
         match pending.sys {
             Sys::Open { .. } if ret >= 0 => {
-                let path = pending
-                    .data
-                    .as_deref()
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .unwrap_or_else(|| "?".to_owned());
-                self.fds.insert((pid, ret as i32), Fd::File(path));
+                self.fds.insert((pid, ret as i32), Fd::File(pending.path()));
             }
             Sys::Connect => {
-                let address = pending.data.as_deref().and_then(sockaddr_text);
+                let address = pending.address();
                 self.fds.insert((pid, fd), Fd::Socket { address });
             }
             Sys::Socket if ret >= 0 => {
@@ -609,52 +600,24 @@ impl Collector {
             let text = || {
                 fetched(plan, header, payload, 0).map(|b| String::from_utf8_lossy(b).into_owned())
             };
-            match call {
-                LibCall::SqlitePrepare { .. } | LibCall::SqliteExec | LibCall::SqliteStep => {
+            if call.awaits_return() {
+                self.pending_lib.entry(tid).or_default().push(PendingLib {
+                    call,
+                    start: header.ktime_ns,
+                    // Equal to the return's (see `PlanBuilder::at_return`).
+                    cfa: header.cfa,
+                    stmt,
                     // The SQL is read at the return; its length in bytes (-1: to the NUL).
-                    let nbytes = match call {
+                    nbytes: match call {
                         LibCall::SqlitePrepare { .. } => regs[reg::RDX as usize] as i32,
                         _ => -1,
-                    };
-                    self.pending_lib.entry(tid).or_default().push(PendingLib {
-                        call,
-                        start: header.ktime_ns,
-                        // Equal to the return's (see `PlanBuilder::at_return`).
-                        cfa: header.cfa,
-                        stmt,
-                        nbytes,
-                        plaintext: None,
-                    });
-                }
-                LibCall::SslWrite { .. } | LibCall::SslRead { .. } | LibCall::SslOther => {
-                    let plaintext = matches!(call, LibCall::SslWrite { .. })
+                    },
+                    plaintext: matches!(call, LibCall::SslWrite { .. })
                         .then(|| fetched(plan, header, payload, 0).map(<[u8]>::to_vec))
-                        .flatten();
-                    self.pending_lib.entry(tid).or_default().push(PendingLib {
-                        call,
-                        start: header.ktime_ns,
-                        cfa: header.cfa,
-                        stmt,
-                        nbytes: -1,
-                        plaintext,
-                    });
-                }
-                LibCall::PqExec
-                | LibCall::PqExecParams
-                | LibCall::PqExecPrepared
-                | LibCall::PqPrepare
-                | LibCall::PqResultStatus
-                | LibCall::PqNtuples
-                | LibCall::PqResultErrorMessage => {
-                    self.pending_lib.entry(tid).or_default().push(PendingLib {
-                        call,
-                        start: header.ktime_ns,
-                        cfa: header.cfa,
-                        stmt,
-                        nbytes: -1,
-                        plaintext: None,
-                    });
-                }
+                        .flatten(),
+                });
+            }
+            match call {
                 LibCall::PqClear => {
                     if let Some(open) = pairing.innermost_mut(tid, header.cfa) {
                         open.data.deps().by_result.remove(&stmt);
@@ -703,6 +666,8 @@ impl Collector {
                         open.data.deps().by_stmt.remove(&stmt);
                     }
                 }
+                // Their work is at the return.
+                _ => {}
             }
             if call == LibCall::SqliteStep {
                 self.step_started(pairing, header, stmt);

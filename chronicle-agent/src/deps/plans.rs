@@ -375,6 +375,23 @@ impl LibCall {
         )
     }
 
+    /// Whether its return event is recorded: the calls whose plans have a return probe
+    /// (checked against [`LibCall::plans`] by a test; this runs for every entry event).
+    pub(super) fn awaits_return(self) -> bool {
+        !matches!(
+            self,
+            LibCall::SqliteBindInt
+                | LibCall::SqliteBindInt64
+                | LibCall::SqliteBindDouble
+                | LibCall::SqliteBindText
+                | LibCall::SqliteBindNull
+                | LibCall::SqliteReset
+                | LibCall::SqliteClearBindings
+                | LibCall::SqliteFinalize
+                | LibCall::PqClear
+        )
+    }
+
     pub(super) fn is_libpq(self) -> bool {
         matches!(
             self,
@@ -598,4 +615,16 @@ pub(crate) fn library_hooks(
         }
     }
     hooks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_awaits_its_return_exactly_when_its_plans_probe_it() {
+        for &(name, call) in LIBRARY_CALLS {
+            assert_eq!(call.awaits_return(), call.plans().1.is_some(), "{name}");
+        }
+    }
 }

@@ -133,8 +133,8 @@ impl SqliteStorage {
             .map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_error)?;
-        // 64 MiB of page cache (the default is 2 MiB): inserts touch four B-trees (the table
-        // and three covering indexes) whose interior pages then stay in memory.
+        // 64 MiB of page cache (the default is 2 MiB): inserts touch five B-trees (the table
+        // and its four indexes) whose interior pages then stay in memory.
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(open_error)?;
         migrate(&mut conn, path)?;
