@@ -175,6 +175,12 @@ fn the_page_shows_live_counts_and_its_sampling_rate_changes_what_is_stored() {
         "document.getElementById('conn-state')?.textContent === 'live'",
         WAIT,
     );
+    // The stream can open before its first stats event is rendered.
+    browser.wait_for(
+        "the agent's mode on the page",
+        "document.getElementById('mode').textContent !== '…'",
+        WAIT,
+    );
     assert_eq!(
         browser.eval("document.getElementById('mode').textContent"),
         "live"
