@@ -260,7 +260,7 @@ pub struct EventHeader {
     pub regs: [u64; GP_REGS],
     /// Per fetch op: bytes read, a negative errno, or a [`fetch_status`].
     pub fetch_len: [i16; MAX_FETCH_OPS],
-    /// Bytes of payload that follow this header (0 or the plan's `payload_len`).
+    /// Bytes of payload that follow this header: up to the last byte a fetch wrote.
     pub payload_len: u32,
     pub _pad0: u32,
 }
@@ -284,16 +284,8 @@ impl Default for EventHeader {
     }
 }
 
-/// Event of a [`class::SMALL`] plan.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct SmallEvent {
-    pub header: EventHeader,
-    pub payload: [u8; 2 * SMALL_SLOT],
-}
-const _: () = assert!(size_of::<SmallEvent>() == size_of::<EventHeader>() + 2 * SMALL_SLOT);
-
-/// Event of a [`class::LARGE`] plan.
+/// An event with the largest payload: the buffer an event is assembled in before the
+/// header and the payload bytes its fetches wrote are copied to the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct LargeEvent {

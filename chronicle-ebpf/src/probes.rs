@@ -17,13 +17,29 @@ use aya_ebpf::{
 use chronicle_common::{
     CapturePlan, Counters, EventHeader, FetchOp, FrameKey, GP_REGS, LARGE_SLOT, LargeEvent,
     MAX_FETCH_OPS, MAX_PLANS, MAX_SAVES, MAX_SYSCALL, RingConfig, SMALL_SLOT, SYSCALL_ENTER_ID,
-    SYSCALL_EXIT_ID, SYSCALL_FRAME, SavedWords, SmallEvent, base, class, event_kind, fetch_status,
-    flags, len_from, op_kind, reg,
+    SYSCALL_EXIT_ID, SYSCALL_FRAME, SavedWords, base, class, event_kind, fetch_status, flags,
+    len_from, op_kind, reg,
 };
 
-/// 16 MiB: about 140 000 header-only events or 11 000 small-plan events of headroom.
+/// Sized by user space (`attach --ring-buffer-mb`). Events carry their header and the
+/// payload bytes their fetches used, nothing more.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Where an event with a payload is assembled before it is copied into [`EVENTS`] at its
+/// used size (a ring buffer reservation must have a size known when the program is
+/// verified). One slot per kind of program that can be running on a CPU at once: a syscall
+/// tracepoint's program can be preempted (syscall tracepoints may fault), and a uprobe or the
+/// other syscall program may then run on the same CPU; a program does not nest with itself.
+#[map]
+static SCRATCH: PerCpuArray<LargeEvent> = PerCpuArray::with_max_entries(3, 0);
+
+/// [`SCRATCH`] slots.
+mod slot {
+    pub const UPROBE: u32 = 0;
+    pub const SYS_ENTER: u32 = 1;
+    pub const SYS_EXIT: u32 = 2;
+}
 
 #[map]
 static PLANS: HashMap<u32, CapturePlan> = HashMap::with_max_entries(MAX_PLANS, 0);
@@ -196,6 +212,7 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
         cfa,
         ip,
         regs,
+        scratch: slot::UPROBE,
     };
     emit(&fired, plan, counters, saved.as_ref(), &frame);
     0
@@ -288,6 +305,11 @@ fn syscall(regs_ptr: *const pt_regs, kind: u32) -> u32 {
         cfa: user_regs.rsp,
         ip: user_regs.rip,
         regs: &raw const user_regs,
+        scratch: if kind == event_kind::ENTRY {
+            slot::SYS_ENTER
+        } else {
+            slot::SYS_EXIT
+        },
     };
     emit(&fired, plan, counters, saved.as_ref(), &frame);
     0
@@ -302,6 +324,8 @@ struct Fired {
     ip: u64,
     /// The target's registers (a uprobe's context, or a copy of a syscall's user registers).
     regs: *const pt_regs,
+    /// The [`SCRATCH`] slot of this kind of program.
+    scratch: u32,
 }
 
 fn emit(
@@ -325,10 +349,10 @@ fn emit(
     };
     let emitted = match plan.class {
         class::SMALL => {
-            emit_with_payload::<SmallEvent, SMALL_SLOT>(header, plan, counters, saved, frame)
+            emit_with_payload::<SMALL_SLOT>(fired.scratch, header, plan, counters, saved, frame)
         }
         class::LARGE => {
-            emit_with_payload::<LargeEvent, LARGE_SLOT>(header, plan, counters, saved, frame)
+            emit_with_payload::<LARGE_SLOT>(fired.scratch, header, plan, counters, saved, frame)
         }
         _ => match EVENTS.reserve::<EventHeader>(0) {
             Some(mut entry) => {
@@ -350,40 +374,29 @@ fn emit(
     }
 }
 
-/// Events of one size class: a header followed by a payload buffer of `2 * SLOT` bytes.
-trait PayloadEvent {
-    fn parts(&mut self) -> (&mut EventHeader, *mut u8);
-}
-
-impl PayloadEvent for SmallEvent {
-    fn parts(&mut self) -> (&mut EventHeader, *mut u8) {
-        (&mut self.header, self.payload.as_mut_ptr())
-    }
-}
-
-impl PayloadEvent for LargeEvent {
-    fn parts(&mut self) -> (&mut EventHeader, *mut u8) {
-        (&mut self.header, self.payload.as_mut_ptr())
-    }
-}
-
-fn emit_with_payload<E: PayloadEvent + 'static, const SLOT: usize>(
+/// Runs the plan's fetches into a payload of `2 * SLOT` bytes and sends the header and the
+/// payload up to the last byte a fetch wrote: a 9-byte string costs the ring its 9 bytes,
+/// not the plan's whole buffer. Returns false when the ring buffer is full.
+fn emit_with_payload<const SLOT: usize>(
+    scratch: u32,
     header: impl FnOnce(&mut EventHeader),
     plan: &CapturePlan,
     counters: &mut Counters,
     saved: Option<&SavedWords>,
     frame: &FrameKey,
 ) -> bool {
-    let Some(mut entry) = EVENTS.reserve::<E>(0) else {
+    let Some(event) = SCRATCH.get_ptr_mut(scratch) else {
         return false;
     };
-    // SAFETY: the header is written below before anything reads it; the payload is only
-    // written through bounded helper calls, and user space reads at most `payload_len` bytes.
-    let event = unsafe { &mut *entry.as_mut_ptr() };
-    let (out, payload) = event.parts();
+    // SAFETY: a per-CPU slot no other program uses while this one runs (see `SCRATCH`); the
+    // header is written below before anything reads it; the payload is only written through
+    // bounded helper calls, and only the bytes the fetches wrote are sent.
+    let event = unsafe { &mut *event };
+    let out = &mut event.header;
+    let payload = event.payload.as_mut_ptr();
     header(out);
-    out.payload_len = plan.payload_len.min(2 * SLOT as u32);
     out.fetch_len = [fetch_status::SKIPPED; MAX_FETCH_OPS];
+    let mut used: usize = 0;
     for i in 0..MAX_FETCH_OPS {
         if i >= plan.n_ops as usize {
             break;
@@ -403,13 +416,26 @@ fn emit_with_payload<E: PayloadEvent + 'static, const SLOT: usize>(
         if result < 0 && result > fetch_status::SKIPPED {
             counters.fetch_errors += 1;
         }
+        if result > 0 {
+            let dst = op.dst as usize & (SLOT - 1);
+            used = used.max(dst + result as usize);
+        }
         if let Some(slot) = out.fetch_len.get_mut(i) {
             *slot = result;
         }
     }
     save::<SLOT>(plan, &out.regs, payload, frame);
-    entry.submit(wakeup_flags(size_of::<E>() as u64));
-    true
+    // Bounds the verifier can follow: the sent bytes stay inside the scratch slot.
+    let used = used.min(2 * SLOT);
+    out.payload_len = used as u32;
+    let size = size_of::<EventHeader>() + used;
+    // SAFETY: `size` is at most the header and `2 * SLOT <= 2 * LARGE_SLOT` payload bytes,
+    // all inside the slot.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((event as *const LargeEvent).cast::<u8>(), size) };
+    EVENTS
+        .output::<[u8]>(bytes, wakeup_flags(size as u64))
+        .is_ok()
 }
 
 /// Entry probes: saves the words the plan names (output parameters' pointers) for the
