@@ -83,7 +83,7 @@ impl Default for AttachOptions {
             sampling_rate: 1.0,
             wakeup_bytes: 256 * 1024,
             drain_interval: Duration::from_millis(10),
-            ring_buffer_bytes: 64 * 1024 * 1024,
+            ring_buffer_bytes: 16 * 1024 * 1024,
             tracking: Tracking::default(),
         }
     }

@@ -18,11 +18,12 @@ use crate::storage::{Storage, StorageError};
 
 /// How many records may wait in the channel before senders block.
 ///
-/// Large, so that a burst or a slow fsync does not stall the producer; bounded, so that a
+/// Two batches: enough that a slow fsync does not stall the producer; bounded, so that a
 /// store that cannot keep up makes the producer slow down (and the kernel ring buffer count
-/// drops) instead of this process growing without limit. Blocking is the right answer when
+/// drops) instead of this process growing without limit (bursts belong in the ring buffer,
+/// which holds raw events at a fraction of a record's size). Blocking is the right answer when
 /// it is full: losing records here would lose them silently.
-pub const CHANNEL_BOUND: usize = 65_536;
+pub const CHANNEL_BOUND: usize = 8_192;
 
 /// When the writer writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

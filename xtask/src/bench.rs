@@ -10,6 +10,7 @@ use crate::ebpf::workspace_root;
 
 mod ask;
 mod deps;
+mod lossless;
 mod otlp;
 mod overhead;
 mod pipeline;
@@ -24,8 +25,10 @@ pub struct Args {
     /// a loopback OTLP/HTTP receiver) or `pipeline` (records/s through sampling and
     /// redaction, then the store), `replay` (replayed calls/s against a native binary,
     /// next to gdb), `ask` (time per question over a store of `--records`), `deps` (cost
-    /// of dependency tracking on the dependency fixture; use `--calls 2000`) or `overhead`
-    /// (per-call cost next to bare probes and bpftrace, at -O0, -O2 and -O2 with nops).
+    /// of dependency tracking on the dependency fixture; use `--calls 2000`), `overhead`
+    /// (per-call cost next to bare probes and bpftrace, at -O0, -O2 and -O2 with nops) or
+    /// `lossless` (records stored and events dropped at full speed and at fixed rates, and
+    /// the agent's memory meanwhile; `--calls` is the full-speed run's).
     pub name: String,
     /// Calls per run (`capture`).
     #[arg(long, default_value_t = 200_000)]
@@ -46,6 +49,9 @@ pub struct Args {
     /// each run writes into a schema of its own, dropped afterwards.
     #[arg(long)]
     pub dsn: Option<String>,
+    /// `attach --ring-buffer-mb` for `lossless`.
+    #[arg(long, default_value_t = 16)]
+    pub ring_mb: u32,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -61,9 +67,10 @@ pub fn run(args: Args) -> Result<()> {
         "replay" => replay::run(&args),
         "deps" => deps::run(&args),
         "overhead" => overhead::run(&args),
+        "lossless" => lossless::run(&args),
         other => bail!(
             "unknown benchmark `{other}`; available: capture, presample, symbols, store, otlp, \
-             pipeline, replay, ask, deps, overhead"
+             pipeline, replay, ask, deps, overhead, lossless"
         ),
     }
 }

@@ -58,8 +58,10 @@ pub struct Args {
     #[arg(long, value_name = "STRATEGY")]
     pub sampling_strategy: Option<String>,
     /// Ring buffer between the kernel probes and the reader, in MiB (a power of two): headroom
-    /// for bursts. Events that do not fit are counted as dropped.
-    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = ring_size)]
+    /// for bursts (16 MiB hold ~60 000 events of a few scalars and a short string). Events
+    /// that do not fit are counted as dropped. The agent maps it twice (its resident set
+    /// counts it twice), and the kernel keeps it in memory while tracing.
+    #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = ring_size)]
     pub ring_buffer_mb: u32,
     /// Record the files each captured call opens, reads and writes (config: track_file_io).
     #[arg(long)]
