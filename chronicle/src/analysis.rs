@@ -138,9 +138,18 @@ pub fn error_analysis(storage: &dyn Storage, scope: &Scope) -> Result<Json, Stor
         status: Some(status),
         ..scope.query()
     };
-    let mut groups: Vec<OutcomeGroup> =
-        storage.outcomes(&with_status(Status::Error), OUTCOME_GROUPS)?;
-    groups.extend(storage.outcomes(&with_status(Status::Unwound), OUTCOME_GROUPS)?);
+    // Statuses with no calls are not looked for: finding the newest of none reads every call.
+    let present = |status| match status {
+        Status::Error => all.errors > 0,
+        Status::Unwound => all.unwound > 0,
+        Status::Ok => true,
+    };
+    let mut groups: Vec<OutcomeGroup> = Vec::new();
+    for status in [Status::Error, Status::Unwound] {
+        if present(status) {
+            groups.extend(storage.outcomes(&with_status(status), OUTCOME_GROUPS)?);
+        }
+    }
     let mut by_value = false;
     if groups.is_empty() {
         // C convention: a negative return is an error code.
@@ -153,8 +162,12 @@ pub fn error_analysis(storage: &dyn Storage, scope: &Scope) -> Result<Json, Stor
         by_value = !groups.is_empty();
     }
     let failing: u64 = groups.iter().map(|g| g.count).sum();
-    let mut examples = newest(storage, with_status(Status::Error), 200)?;
-    examples.extend(newest(storage, with_status(Status::Unwound), 50)?);
+    let mut examples = Vec::new();
+    for (status, n) in [(Status::Error, 200), (Status::Unwound, 50)] {
+        if present(status) {
+            examples.extend(newest(storage, with_status(status), n)?);
+        }
+    }
     if by_value {
         examples = newest(storage, scope.query(), SAMPLE)?;
     }

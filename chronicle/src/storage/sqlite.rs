@@ -8,12 +8,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params, params_from_iter};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params,
+    params_from_iter,
+};
 
 use super::codec::{EncodedRecord, StoredRecord};
 use super::{
     CallStats, ChangedOutput, FunctionSummary, OutcomeGroup, RecordOrder, RecordQuery, Storage,
-    StorageError, changed_output, outcome_group, percentile,
+    StorageError, changed_output, outcome_group, percentile_rank,
 };
 use crate::limits::Alert;
 use crate::record::CallRecord;
@@ -320,14 +323,6 @@ impl Storage for SqliteStorage {
                  FROM records GROUP BY function ORDER BY function",
             )
             .map_err(&read)?;
-        let mut durations = self
-            .conn
-            .prepare_cached(
-                "SELECT duration_ns FROM records \
-                 WHERE function = ?1 AND duration_ns IS NOT NULL AND status != 'unwound' \
-                 ORDER BY duration_ns",
-            )
-            .map_err(&read)?;
         let mut builds = self
             .conn
             .prepare_cached(
@@ -340,11 +335,13 @@ impl Storage for SqliteStorage {
         let mut rows = totals.query([]).map_err(&read)?;
         while let Some(row) = rows.next().map_err(&read)? {
             let function: String = row.get(0).map_err(&read)?;
-            let sorted = durations
-                .query_map([&function], |row| non_negative(row, 0))
-                .map_err(&read)?
-                .collect::<Result<Vec<u64>, _>>()
-                .map_err(&read)?;
+            let of_function = [SqlValue::Text(function.clone())];
+            let ranked = DurationRanks::new(
+                &self.conn,
+                " WHERE function = ? AND duration_ns IS NOT NULL AND status != 'unwound'",
+                &of_function,
+            )
+            .map_err(&read)?;
             let mut build_ids = Vec::new();
             let mut binaries = Vec::new();
             let mut seen = builds.query([&function]).map_err(&read)?;
@@ -363,8 +360,8 @@ impl Storage for SqliteStorage {
                 calls: non_negative(row, 1).map_err(&read)?,
                 errors: non_negative(row, 2).map_err(&read)?,
                 unwound: non_negative(row, 3).map_err(&read)?,
-                p50_ns: percentile(&sorted, 50),
-                p99_ns: percentile(&sorted, 99),
+                p50_ns: ranked.percentile(50).map_err(&read)?,
+                p99_ns: ranked.percentile(99).map_err(&read)?,
                 first_seen: time::from_unix_nanos(row.get(4).map_err(&read)?),
                 last_seen: time::from_unix_nanos(row.get(5).map_err(&read)?),
                 build_ids,
@@ -404,7 +401,17 @@ impl Storage for SqliteStorage {
         let (filter, values) = filter(query);
         // Each statement reads one covering index (see migration 0004), not the records.
         let mut stats = CallStats::default();
-        let by_status = format!("SELECT status, COUNT(*) FROM records{filter} GROUP BY status");
+        // Calls and durations by status in one pass over the duration index (the planner
+        // would take the outcome index, which lacks the durations, and read every record).
+        let source = if query.function.is_some() {
+            "records INDEXED BY records_function_duration"
+        } else {
+            "records"
+        };
+        let by_status = format!(
+            "SELECT status, COUNT(*), COUNT(duration_ns) FROM {source}{filter} GROUP BY status"
+        );
+        let mut with_duration = 0;
         let mut select = self.conn.prepare_cached(&by_status).map_err(&read)?;
         let mut rows = select
             .query(params_from_iter(values.iter()))
@@ -413,22 +420,30 @@ impl Storage for SqliteStorage {
             let status: String = row.get(0).map_err(&read)?;
             let n = non_negative(row, 1).map_err(&read)?;
             stats.calls += n;
+            if status != "unwound" {
+                with_duration += non_negative(row, 2).map_err(&read)?;
+            }
             match status.as_str() {
                 "error" => stats.errors += n,
                 "unwound" => stats.unwound += n,
                 _ => {}
             }
         }
-        let span = format!("SELECT MIN(timestamp_ns), MAX(timestamp_ns) FROM records{filter}");
-        let (first, last) = self
-            .conn
-            .prepare_cached(&span)
-            .and_then(|mut s| {
-                s.query_row(params_from_iter(values.iter()), |row| {
-                    Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?))
+        // MIN and MAX apart: SQLite answers each alone from the end of an index, both at once
+        // by reading every entry.
+        let bound = |aggregate: &str| {
+            self.conn
+                .prepare_cached(&format!(
+                    "SELECT {aggregate}(timestamp_ns) FROM records{filter}"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params_from_iter(values.iter()), |row| {
+                        row.get::<_, Option<i64>>(0)
+                    })
                 })
-            })
-            .map_err(&read)?;
+        };
+        let first = bound("MIN").map_err(&read)?;
+        let last = bound("MAX").map_err(&read)?;
         stats.first_seen = first.map(time::from_unix_nanos);
         stats.last_seen = last.map(time::from_unix_nanos);
         let returned = if filter.is_empty() {
@@ -436,19 +451,16 @@ impl Storage for SqliteStorage {
         } else {
             format!("{filter} AND duration_ns IS NOT NULL AND status != 'unwound'")
         };
-        let sorted = format!("SELECT duration_ns FROM records{returned} ORDER BY duration_ns");
-        let durations = self
-            .conn
-            .prepare_cached(&sorted)
-            .map_err(&read)?
-            .query_map(params_from_iter(values.iter()), |row| non_negative(row, 0))
-            .map_err(&read)?
-            .collect::<Result<Vec<u64>, _>>()
-            .map_err(&read)?;
-        stats.p50_ns = percentile(&durations, 50);
-        stats.p90_ns = percentile(&durations, 90);
-        stats.p99_ns = percentile(&durations, 99);
-        stats.max_ns = durations.last().copied();
+        let ranked = DurationRanks {
+            conn: &self.conn,
+            filter: &returned,
+            values: &values,
+            n: with_duration,
+        };
+        stats.p50_ns = ranked.percentile(50).map_err(&read)?;
+        stats.p90_ns = ranked.percentile(90).map_err(&read)?;
+        stats.p99_ns = ranked.percentile(99).map_err(&read)?;
+        stats.max_ns = ranked.percentile(100).map_err(&read)?;
         Ok(stats)
     }
 
@@ -643,6 +655,58 @@ impl Storage for SqliteStorage {
             )
             .map_err(sqlite("trimming records"))?;
         Ok(n as u64)
+    }
+}
+
+/// Percentiles of the durations a filter selects, read by rank from the duration index
+/// (`records_function_duration`): SQLite steps over the index entries below the rank without
+/// returning them, instead of handing every duration to Rust to sort.
+struct DurationRanks<'c> {
+    conn: &'c Connection,
+    filter: &'c str,
+    values: &'c [SqlValue],
+    n: u64,
+}
+
+impl<'c> DurationRanks<'c> {
+    /// `filter` is a `WHERE` clause that leaves out calls without a duration.
+    fn new(
+        conn: &'c Connection,
+        filter: &'c str,
+        values: &'c [SqlValue],
+    ) -> rusqlite::Result<Self> {
+        let n: i64 = conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM records{filter}"))?
+            .query_row(params_from_iter(values.iter()), |row| row.get(0))?;
+        Ok(DurationRanks {
+            conn,
+            filter,
+            values,
+            n: u64::try_from(n).unwrap_or(0),
+        })
+    }
+
+    /// The nearest-rank percentile `p` (100: the maximum); `None` without durations.
+    fn percentile(&self, p: u32) -> rusqlite::Result<Option<u64>> {
+        let Some(rank) = percentile_rank(self.n, p) else {
+            return Ok(None);
+        };
+        // Walk from whichever end is nearer.
+        let (order, offset) = if rank * 2 <= self.n {
+            ("", rank - 1)
+        } else {
+            (" DESC", self.n - rank)
+        };
+        let sql = format!(
+            "SELECT duration_ns FROM records{} ORDER BY duration_ns{order} LIMIT 1 OFFSET ?",
+            self.filter
+        );
+        let mut values = self.values.to_vec();
+        values.push(SqlValue::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
+        self.conn
+            .prepare_cached(&sql)?
+            .query_row(params_from_iter(values), |row| non_negative(row, 0))
+            .optional()
     }
 }
 

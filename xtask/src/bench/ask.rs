@@ -40,6 +40,9 @@ pub fn run(args: &Args) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
+    // Questions go through the store as `chronicle ask` opens it.
+    drop(storage);
+    let storage = SqliteStorage::open_existing(&db)?;
     let per_function = storage
         .functions()?
         .iter()
