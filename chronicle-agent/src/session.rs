@@ -330,6 +330,8 @@ impl Session {
                     RingConfig {
                         wakeup_bytes: options.wakeup_bytes,
                         traced_tgid: pid,
+                        stopped: 0,
+                        entry_dropped: 0,
                         _pad0: 0,
                     },
                     0,
@@ -552,6 +554,11 @@ impl Session {
                 on_tick(&self.tracker.stats);
             }
         };
+        if reason != StopReason::TargetExited {
+            // The target may still be calling as fast as the probes let it: stop the programs
+            // first, or draining the ring buffer would never end.
+            self.stop_programs()?;
+        }
         self.drain(sink, None);
         for open in self.tracker.pairing.drain() {
             let reason = "tracing stopped while the call was running";
@@ -570,6 +577,32 @@ impl Session {
             elapsed: started.elapsed(),
             dependencies: self.tracker.collector.stats.clone(),
         })
+    }
+
+    /// Makes the programs return before they count or emit anything, then waits until none
+    /// that started earlier can still be writing an event.
+    fn stop_programs(&mut self) -> Result<(), AgentError> {
+        let mut ring_config: Array<_, RingConfig> = Array::try_from(
+            self.ebpf
+                .map_mut(RING_CONFIG_MAP)
+                .expect("RING_CONFIG map in object"),
+        )
+        .map_err(load_error)?;
+        let config = ring_config.get(&0, 0).map_err(load_error)?;
+        ring_config
+            .set(
+                0,
+                RingConfig {
+                    stopped: 1,
+                    ..config
+                },
+                0,
+            )
+            .map_err(load_error)?;
+        // A program runs for microseconds; one that read the flag just before it changed is
+        // done long before this.
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(())
     }
 
     /// Handles pending events: all of them (`budget` `None`), or until `budget` has passed,

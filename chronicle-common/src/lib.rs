@@ -141,7 +141,8 @@ pub mod fetch_status {
 /// Plan flags.
 pub mod flags {
     /// Return probe: look the frame up in the skipped-calls map first; a call whose entry
-    /// was sampled out emits nothing at return either.
+    /// was sampled out emits nothing at return either (nor one whose entry was dropped:
+    /// [`super::RingConfig::entry_dropped`]).
     pub const CHECK_SKIPPED: u8 = 1;
     /// Return probe: load the words the entry probe of this call saved ([`super::SAVED_MAP`]).
     pub const LOAD_SAVED: u8 = 2;
@@ -343,9 +344,16 @@ pub struct RingConfig {
     /// The traced process (tgid). The syscall tracepoints see every process on the machine;
     /// comparing with this first keeps their cost to others at one array load.
     pub traced_tgid: u32,
+    /// Non-zero once tracing is stopping: the programs return at once, so that the reader can
+    /// drain the ring buffer to its end while the target keeps calling.
+    pub stopped: u32,
+    /// Set by the programs once an entry event did not fit in the ring buffer: from then on
+    /// return probes look their frame up in the skipped-calls map, so that the return of a
+    /// call whose entry was lost is not paired with an earlier entry at the same frame.
+    pub entry_dropped: u32,
     pub _pad0: u32,
 }
-const _: () = assert!(size_of::<RingConfig>() == 16);
+const _: () = assert!(size_of::<RingConfig>() == 24);
 
 #[cfg(feature = "user")]
 mod user {

@@ -88,7 +88,7 @@ pub fn chronicle_thread_exit(_ctx: RawTracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is only tested for presence.
-    if unsafe { TRACED_PIDS.get(&tgid) }.is_none() {
+    if unsafe { TRACED_PIDS.get(&tgid) }.is_none() || stopped() {
         return 0;
     }
     if let Some(mut entry) = EVENTS.reserve::<EventHeader>(0) {
@@ -153,7 +153,15 @@ fn read_sp_bp_ip(regs: *const pt_regs) -> (u64, u64, u64) {
     }
 }
 
+/// Whether user space is stopping: programs then return before counting anything.
+fn stopped() -> bool {
+    RING_CONFIG.get(0).is_some_and(|c| c.stopped != 0)
+}
+
 fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
+    if stopped() {
+        return 0;
+    }
     // SAFETY: the context of a uprobe program is a kprobe-type context.
     let probe_id = unsafe { bpf_get_attach_cookie(ctx) } as u32;
     let Some(counters) = counters(probe_id) else {
@@ -184,10 +192,16 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
             return 0;
         }
     }
-    if kind == event_kind::RETURN && plan.flags & flags::CHECK_SKIPPED != 0 {
+    let check_skipped = plan.flags & flags::CHECK_SKIPPED != 0 || entry_dropped();
+    if kind == event_kind::RETURN && check_skipped {
         // SAFETY: the value is only tested for presence.
         if unsafe { SKIPPED.get(&frame) }.is_some() {
             let _ = SKIPPED.remove(&frame);
+            // A dropped entry (unlike a sampled-out one) may have marked its thread.
+            // SAFETY: the value is copied out at once.
+            if plan.flags & flags::SCOPE != 0 && unsafe { ACTIVE.get(&tid) }.copied() == Some(cfa) {
+                let _ = ACTIVE.remove(&tid);
+            }
             return 0;
         }
     }
@@ -214,8 +228,27 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
         regs,
         scratch: slot::UPROBE,
     };
-    emit(&fired, plan, counters, saved.as_ref(), &frame);
+    let emitted = emit(&fired, plan, counters, saved.as_ref(), &frame);
+    if kind == event_kind::ENTRY {
+        if !emitted {
+            // Its return must not be paired with an older entry at this frame, one whose own
+            // return was lost: it stays silent, and this call is counted once, as dropped.
+            let _ = SKIPPED.insert(&frame, &1, 0);
+            if let Some(config) = RING_CONFIG.get_ptr_mut(0) {
+                // SAFETY: a one-word store into the config array's only value.
+                unsafe { (*config).entry_dropped = 1 };
+            }
+        } else if check_skipped {
+            // A call at this frame that never returned (longjmp) must not silence this one.
+            let _ = SKIPPED.remove(&frame);
+        }
+    }
     0
+}
+
+/// Whether an entry event has ever been dropped (see [`RingConfig::entry_dropped`]).
+fn entry_dropped() -> bool {
+    RING_CONFIG.get(0).is_some_and(|c| c.entry_dropped != 0)
 }
 
 /// Return probes that load saved words: the words the entry of this frame saved, removed.
@@ -260,8 +293,10 @@ pub fn chronicle_sys_exit(ctx: RawTracePointContext) -> u32 {
 /// one array load.
 fn syscall(regs_ptr: *const pt_regs, kind: u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let traced = RING_CONFIG.get(0).map_or(0, |c| c.traced_tgid);
-    if (pid_tgid >> 32) as u32 != traced {
+    let Some(config) = RING_CONFIG.get(0) else {
+        return 0;
+    };
+    if (pid_tgid >> 32) as u32 != config.traced_tgid || config.stopped != 0 {
         return 0;
     }
     let tid = pid_tgid as u32;
@@ -311,7 +346,7 @@ fn syscall(regs_ptr: *const pt_regs, kind: u32) -> u32 {
             slot::SYS_EXIT
         },
     };
-    emit(&fired, plan, counters, saved.as_ref(), &frame);
+    let _ = emit(&fired, plan, counters, saved.as_ref(), &frame);
     0
 }
 
@@ -328,13 +363,14 @@ struct Fired {
     scratch: u32,
 }
 
+/// Sends the event; false when the ring buffer was full (counted).
 fn emit(
     fired: &Fired,
     plan: &CapturePlan,
     counters: &mut Counters,
     saved: Option<&SavedWords>,
     frame: &FrameKey,
-) {
+) -> bool {
     let header = |out: &mut EventHeader| {
         out.kind = fired.kind;
         out.probe_id = fired.probe_id;
@@ -372,6 +408,7 @@ fn emit(
     } else {
         counters.ringbuf_full += 1;
     }
+    emitted
 }
 
 /// Runs the plan's fetches into a payload of `2 * SLOT` bytes and sends the header and the
