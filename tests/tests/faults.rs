@@ -1,0 +1,365 @@
+//! Faults: the agent stopped by a signal while the target calls as fast as it can, the agent
+//! killed outright, and the traced program's behaviour with and without Chronicle.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chronicle_tests::{Opt, bpf_available, build_c, chronicle_bin, export, scratch};
+use serde_json::json;
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+const SIGKILL: i32 = 9;
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill has no memory preconditions; the child has not been waited for, so its
+    // pid is still its own.
+    assert_eq!(unsafe { libc_kill(child.id() as i32, signal) }, 0);
+}
+
+/// Waits for `child` to exit, at most `limit`.
+fn wait_at_most(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `chronicle attach --pid PID --func score --db DB`, once its probes are in place.
+fn attach_score(pid: u32, db: &Path) -> (Child, BufReader<ChildStderr>) {
+    // The program must have been exec'd: a forked child has nothing to probe yet.
+    let started = Instant::now();
+    while !std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.to_string_lossy().contains("hot-O0"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "hot never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut attach = Command::new(chronicle_bin())
+        .args(["attach", "--pid", &pid.to_string(), "--func", "score"])
+        .args(["--progress", "0", "--db"])
+        .arg(db)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(attach.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("chronicle: tracing score("), "{line}");
+    (attach, stderr)
+}
+
+/// What `score(i, 3, 1999, "SKU-4242")` returns in `hot.c`.
+fn score(i: i64) -> i64 {
+    i * 7 + 3 * 1999 + i64::from(b'S')
+}
+
+/// Checks one stored `score` call: its arguments and, when it returned, its result.
+fn check_score_record(r: &serde_json::Value) -> i64 {
+    let i = r["args"]["id"].as_i64().unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(
+        r["args"],
+        json!({"id": i, "qty": 3, "cents": 1999, "sku": "SKU-4242"}),
+        "{r}"
+    );
+    match r["status"].as_str().unwrap() {
+        "ok" => assert_eq!(r["return"], json!(score(i)), "{r}"),
+        "unwound" => {
+            let reason = r["unavailable"]["return"].as_str().unwrap();
+            assert!(
+                reason == "tracing stopped while the call was running"
+                    || reason.contains("return event was dropped"),
+                "{r}"
+            );
+        }
+        other => panic!("status {other}: {r}"),
+    }
+    i
+}
+
+/// The summary row of `function`: calls, stored, sampled out, unwound, dropped, fetch errors.
+fn summary_row(stderr: &str, function: &str) -> Vec<u64> {
+    let row: Vec<u64> = stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("{function} ")))
+        .unwrap_or_else(|| panic!("no summary row for {function}: {stderr}"))
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(row.len(), 6, "{stderr}");
+    row
+}
+
+/// SIGINT or SIGTERM while the target calls the traced function as fast as the probes let
+/// it: the agent stops promptly (it used to drain the ring buffer until the target exited),
+/// stores every record it built, counts every call it lost, and the target goes on unharmed.
+fn stop_at_full_rate(name: &str, sig: i32) {
+    if !bpf_available(name) {
+        return;
+    }
+    let dir = scratch(name);
+    let hot = build_c("hot", Opt::O0);
+    let calls: i64 = 400_000_000;
+    let mut program = Command::new(&hot)
+        .args([&calls.to_string(), "score"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let db = dir.join("chronicle.db");
+    let (mut attach, mut stderr) = attach_score(program.id(), &db);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&attach, sig);
+    let status = wait_at_most(&mut attach, Duration::from_secs(60), "chronicle attach");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    assert!(rest.contains("(interrupted)"), "{rest}");
+
+    let written: u64 = rest
+        .split_once(" records written to ")
+        .and_then(|(before, _)| before.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no written count: {rest}"));
+    let [counted, stored, sampled_out, unwound, dropped, fetch_errors] =
+        summary_row(&rest, "score")[..]
+    else {
+        unreachable!()
+    };
+    assert_eq!((sampled_out, fetch_errors), (0, 0), "{rest}");
+    assert_eq!(stored, written, "{rest}");
+    // At full rate the ring buffer fills. Every call is accounted for: one whose entry did not
+    // fit is a dropped event (its return stays silent); one whose return did not fit is a
+    // dropped event and a record stored as unwound; the call running when tracing stopped is
+    // stored as unwound too.
+    assert!(dropped > 0, "{rest}");
+    let open_at_stop = (counted - stored + unwound)
+        .checked_sub(dropped)
+        .unwrap_or_else(|| panic!("more drops than lost calls: {rest}"));
+    assert!(open_at_stop <= 1, "{rest}");
+
+    let records = export(&db, "score");
+    assert_eq!(records.len() as u64, written);
+    let mut previous = -1;
+    for r in &records {
+        let i = check_score_record(r);
+        assert!(
+            i > previous,
+            "calls stored out of order: {i} after {previous}"
+        );
+        previous = i;
+    }
+
+    // The probes are gone and the program finishes with the right result.
+    let mut out = String::new();
+    program
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(program.wait().unwrap().success());
+    let sink: i64 = (0..calls).map(score).sum();
+    assert!(out.ends_with(&format!(" sink {sink}\n")), "{out}");
+}
+
+#[test]
+fn sigint_at_full_rate_stores_every_record_and_counts_every_loss() {
+    stop_at_full_rate("sigint_at_full_rate", SIGINT);
+}
+
+#[test]
+fn sigterm_at_full_rate_stores_every_record_and_counts_every_loss() {
+    stop_at_full_rate("sigterm_at_full_rate", SIGTERM);
+}
+
+/// The first byte of `function` in the running process `pid` (0xCC while a uprobe is there).
+fn first_byte(pid: u32, binary: &Path, function: &str) -> u8 {
+    let nm = Command::new("nm").arg(binary).output().unwrap();
+    let symbol = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.split_whitespace();
+            let (value, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
+            (kind == "T" && name == function).then(|| u64::from_str_radix(value, 16).unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {function} in nm {}", binary.display()));
+    // A PIE executable: its first mapping (file offset 0) is where address 0 of the file is.
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let path = binary.canonicalize().unwrap();
+    let base = maps
+        .lines()
+        .find(|l| {
+            l.ends_with(path.to_str().unwrap()) && l.split_whitespace().nth(2) == Some("00000000")
+        })
+        .and_then(|l| l.split('-').next())
+        .map(|start| u64::from_str_radix(start, 16).unwrap())
+        .unwrap_or_else(|| panic!("{} not mapped in {maps}", path.display()));
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut byte = [0u8];
+    std::os::unix::fs::FileExt::read_exact_at(&mem, &mut byte, base + symbol).unwrap();
+    byte[0]
+}
+
+/// Rows in the store so far (0 before it exists), read beside the writer.
+fn stored_rows(db: &Path) -> i64 {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM records", [], |row| row.get(0)))
+        .unwrap_or(0)
+}
+
+/// SIGKILL of the agent mid-trace: the store is intact and holds an unbroken run of calls
+/// (only the batch in flight is missing), and the kernel removed the probes with the agent.
+#[test]
+fn sigkill_leaves_a_sound_store_and_no_probes() {
+    let name = "sigkill_leaves_a_sound_store";
+    if !bpf_available(name) {
+        return;
+    }
+    let dir = scratch(name);
+    let hot = build_c("hot", Opt::O0);
+    // 20 000 calls a second: a rate the agent keeps up with, so every call up to the kill
+    // is stored but the last batch.
+    let mut program = Command::new(&hot)
+        .args(["1000000000", "score", "20000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let original = first_byte(program.id(), &hot, "score");
+    assert_ne!(original, 0xCC);
+    let db = dir.join("chronicle.db");
+    let (mut attach, _stderr) = attach_score(program.id(), &db);
+    assert_eq!(
+        first_byte(program.id(), &hot, "score"),
+        0xCC,
+        "probe in place"
+    );
+    // Killed once a few batches are in the store, while more are on their way.
+    let started = Instant::now();
+    while stored_rows(&db) < 3 * 4096 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing stored"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&attach, SIGKILL);
+    attach.wait().unwrap();
+    // The links die with the agent's descriptors; the breakpoint goes with the last one.
+    let started = Instant::now();
+    while first_byte(program.id(), &hot, "score") == 0xCC {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the uprobe outlived the agent"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(first_byte(program.id(), &hot, "score"), original);
+    assert!(
+        program.try_wait().unwrap().is_none(),
+        "the program kept running"
+    );
+    let _ = program.kill();
+    let _ = program.wait();
+
+    let check = Command::new(chronicle_bin())
+        .args(["query", "--db"])
+        .arg(&db)
+        .args(["score", "--limit", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    // What the agent held in memory is gone (the batch being written, the queue to the
+    // writer, unread events); what it committed is all there, without a gap.
+    let records = export(&db, "score");
+    assert!(records.len() >= 3 * 4096, "{} records", records.len());
+    let first = check_score_record(&records[0]);
+    for (k, r) in records.iter().enumerate() {
+        assert_eq!(check_score_record(r), first + k as i64, "a gap before {r}");
+    }
+}
+
+/// The traced program's output and exit status are byte for byte what they are untraced,
+/// with output parameters read back (`--after`), a struct returned by value, a buffer
+/// rewritten in place, recursion, and the syscall tracepoints on.
+#[test]
+fn the_traced_program_behaves_exactly_as_untraced() {
+    let name = "the_traced_program_behaves_exactly_as_untraced";
+    if !bpf_available(name) {
+        return;
+    }
+    let dir = scratch(name);
+    for opt in [Opt::O0, Opt::O2] {
+        let steady = build_c("steady", opt);
+        let plain = Command::new(&steady).arg("100").output().unwrap();
+        assert!(plain.stdout.len() > 2_000 && plain.status.code().is_some());
+        let db = dir.join(format!("{opt:?}.db"));
+        let traced = Command::new(chronicle_bin())
+            .args(["attach", "--progress", "0", "--after", "--track-file-io"])
+            .args(["--func", "sum_and_product", "--func", "shout"])
+            .args(["--func", "split_cents", "--func", "fib", "--db"])
+            .arg(&db)
+            .arg("--")
+            .arg(&steady)
+            .arg("100")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&traced.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "(program exited with status {})",
+                plain.status.code().unwrap()
+            )),
+            "{stderr}"
+        );
+        assert!(plain.stdout == traced.stdout, "{opt:?}: output differs");
+        for function in ["sum_and_product", "shout", "split_cents", "fib"] {
+            assert_eq!(summary_row(&stderr, function)[4], 0, "dropped: {stderr}");
+        }
+        // And it was traced, exactly.
+        let calls = export(&db, "sum_and_product");
+        assert_eq!(calls.len(), 100, "{stderr}");
+        assert_eq!(calls[2]["return"], json!(2), "{}", calls[2]);
+        assert_eq!(
+            calls[2]["after"]["sum"],
+            json!(3 + 8 + 7 + 3),
+            "{}",
+            calls[2]
+        );
+        let shouted = export(&db, "shout");
+        assert_eq!(
+            shouted[7]["after"]["text"],
+            json!("ORDER-7 OK"),
+            "{}",
+            shouted[7]
+        );
+        assert_eq!(shouted[7]["return"], json!(10), "{}", shouted[7]);
+    }
+}
