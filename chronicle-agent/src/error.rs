@@ -17,8 +17,13 @@ pub enum AgentError {
         #[source]
         source: MapsError,
     },
-    #[error("process {pid} maps no executable: it has exited or is a kernel thread")]
+    #[error("process {pid} maps no executable: it has exited (a zombie); check the pid")]
     NothingMapped { pid: u32 },
+    #[error(
+        "pid {pid} ({name}) is a kernel thread: it runs no program whose functions could be \
+         traced; give the pid of a user-space process (`pgrep NAME`)"
+    )]
+    KernelThread { pid: u32, name: String },
     #[error("cannot read the memory map of pid {pid}")]
     Maps {
         pid: u32,
