@@ -247,6 +247,41 @@ fn a_corrupt_or_foreign_database_is_refused_and_left_unchanged() {
             damaged.display()
         ),
     );
+    // A chronicle store whose pages (not its header) are damaged: reading it fails, and a
+    // capture is refused before it starts rather than losing its records at the first write.
+    let pages = dir.join("pages");
+    std::fs::create_dir_all(&pages).unwrap();
+    let damaged = store_with_a_record(&pages);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let page_size = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+    assert!(bytes.len() > 2 * page_size, "{} bytes", bytes.len());
+    bytes[page_size..].fill(0x5a);
+    std::fs::write(&damaged, &bytes).unwrap();
+    let bank = build_c("bank", Opt::O0);
+    let service = Running::start(&bank, &["--interval-ms", "20"]);
+    let pid = service.pid().to_string();
+    let db_arg = damaged.to_str().unwrap();
+    let stderr = usage_error(&[
+        "attach", "--pid", &pid, "--func", "transfer", "--db", db_arg,
+    ]);
+    let expected_end = format!(
+        "); nothing was written to it: restore a copy, recover it (`sqlite3 {db_arg} \
+         .recover`), or choose another path\n"
+    );
+    // What SQLite's quick_check found, e.g. `Tree 5 page 5: btreeInitPage() returns error
+    // code 11`.
+    let detail = stderr
+        .strip_prefix(&format!("chronicle: database {db_arg} is damaged ("))
+        .and_then(|rest| rest.strip_suffix(&expected_end))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(detail.contains(" page "), "{detail}");
+    let stderr = usage_error(&["functions", "--db", db_arg]);
+    assert!(
+        stderr.contains("database disk image is malformed"),
+        "{stderr}"
+    );
+    drop(service);
+    assert_eq!(std::fs::read(&damaged).unwrap(), bytes);
     // Another program's SQLite database, even one with a `records` table.
     let app = dir.join("app.db");
     rusqlite::Connection::open(&app)

@@ -269,6 +269,13 @@ pub enum StorageError {
     )]
     ForeignDatabase { path: PathBuf, tables: Vec<String> },
     #[error(
+        "database {} is damaged ({detail}); nothing was written to it: restore a copy, \
+         recover it (`sqlite3 {} .recover`), or choose another path",
+        path.display(),
+        path.display()
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
         "database {} has schema version {found}, newer than the {supported} this chronicle \
          knows; upgrade chronicle",
         path.display()

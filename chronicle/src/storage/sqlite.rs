@@ -153,6 +153,28 @@ impl SqliteStorage {
         })
     }
 
+    /// Reads every page (`PRAGMA quick_check`): a store whose pages are damaged would take
+    /// records and then fail to write them. Costs a read of the whole file.
+    pub fn check_integrity(&self) -> Result<(), StorageError> {
+        let damaged = |detail: String| StorageError::Damaged {
+            path: self.path.clone(),
+            detail,
+        };
+        let result: String = self
+            .conn
+            .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+            .map_err(|e| damaged(e.to_string()))?;
+        if result == "ok" {
+            return Ok(());
+        }
+        // `*** in database main ***` heads the list of problems.
+        let problems: Vec<&str> = result
+            .lines()
+            .filter(|line| !line.starts_with("***"))
+            .collect();
+        Err(damaged(problems.join("; ")))
+    }
+
     /// The schema version: how many migrations have been applied.
     pub fn schema_version(&self) -> Result<u32, StorageError> {
         user_version(&self.conn).map_err(sqlite("reading the schema version"))
