@@ -22,7 +22,8 @@ pub struct ResolvedFunction {
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error(
-        "`{query}` matches {} functions: {}; pass a longer path or the mangled name",
+        "`{query}` matches {} functions: {}; pass a longer path or the mangled name, or \
+         FILE:NAME for the one in FILE",
         candidates.len(),
         candidates.join(", ")
     )]
@@ -132,12 +133,18 @@ fn priority(query: &str, sym: &FunctionSymbol) -> Option<Priority> {
 /// Finds the function `query` names in `objects` (main executable first).
 ///
 /// `query` is a mangled symbol, a demangled name, or a `::`-path suffix of one; for C++ the
-/// parameter list may be left out. Exact mangled matches beat exact demangled ones, which beat
-/// suffix matches; at equal priority, symbols of the files beat those read from their separate
-/// debug files. Several symbols at one address of one object are one function. The result
+/// parameter list may be left out; `FILE:NAME` looks only in the object named `FILE`. Exact
+/// mangled matches beat exact demangled ones, which beat suffix matches; at equal priority,
+/// symbols of the files beat those read from their separate debug files. Several symbols at one address of one object are one function. The result
 /// has one element per matching function; it is never empty.
 pub fn resolve(query: &str, objects: &[ElfFile]) -> Result<Vec<ResolvedFunction>, ResolveError> {
     let query = query.trim();
+    let (file, name) = split_file(query);
+    let in_file = |elf: &ElfFile| {
+        file.is_none_or(|file| {
+            elf.path().file_name().is_some_and(|n| n == file) || elf.path().ends_with(file)
+        })
+    };
     if query.is_empty() {
         return Err(ResolveError::NotFound {
             query: String::new(),
@@ -151,9 +158,9 @@ pub fn resolve(query: &str, objects: &[ElfFile]) -> Result<Vec<ResolvedFunction>
     let mut best: Option<(Priority, bool)> = None;
     // (object index, symbol) of every match at the best priority, one per address.
     let mut hits: Vec<(usize, &FunctionSymbol)> = Vec::new();
-    for (i, elf) in objects.iter().enumerate() {
+    for (i, elf) in objects.iter().enumerate().filter(|(_, elf)| in_file(elf)) {
         for sym in elf.functions() {
-            let Some(p) = priority(query, sym) else {
+            let Some(p) = priority(name, sym) else {
                 continue;
             };
             let p = (p, sym.from_debug_file);
@@ -176,7 +183,7 @@ pub fn resolve(query: &str, objects: &[ElfFile]) -> Result<Vec<ResolvedFunction>
         return Err(ResolveError::NotFound {
             query: query.to_owned(),
             searched: objects.iter().map(|o| o.path().to_owned()).collect(),
-            suggestions: suggestions(query, objects),
+            suggestions: suggestions(name, objects),
             // Only the executable: system libraries are usually stripped, and saying so for
             // every query would bury the suggestions.
             stripped: objects
@@ -223,6 +230,18 @@ pub fn resolve(query: &str, objects: &[ElfFile]) -> Result<Vec<ResolvedFunction>
         file_offset,
         build_id: elf.build_id().map(str::to_owned),
     }])
+}
+
+/// `libledger.so:ledger_post` names `ledger_post` in the object whose file name (or path
+/// suffix) is `libledger.so`: for a name that several objects define. A `::` is part of a
+/// name, never a separator.
+fn split_file(query: &str) -> (Option<&str>, &str) {
+    match query.split_once(':') {
+        Some((file, name)) if !file.is_empty() && !name.is_empty() && !name.starts_with(':') => {
+            (Some(file), name)
+        }
+        _ => (None, query),
+    }
 }
 
 /// Up to five demangled names close to `query`: names containing it first (shortest first),

@@ -144,7 +144,7 @@ fn cpp_resolution() {
     assert_eq!(
         err.to_string(),
         "`shop::process` matches 2 functions: shop::process(int), shop::process(char const*); \
-         pass a longer path or the mangled name"
+         pass a longer path or the mangled name, or FILE:NAME for the one in FILE"
     );
 }
 
@@ -452,4 +452,37 @@ fn a_stripped_file_takes_its_symbols_from_its_debug_file() {
             binary.display()
         )
     );
+}
+
+#[test]
+fn one_name_in_two_objects_lists_both_with_their_paths() {
+    let first = common::c_program();
+    let second = common::out_dir().join("orders-copy");
+    std::fs::copy(&first, &second).unwrap();
+    let objects = [open(&first), open(&second)];
+    let address = resolve("transfer", &objects[..1]).unwrap()[0]
+        .symbol
+        .address;
+    assert_eq!(
+        resolve("transfer", &objects).unwrap_err().to_string(),
+        format!(
+            "`transfer` matches 2 functions: transfer [transfer at {address:#x} in {}], \
+             transfer [transfer at {address:#x} in {}]; pass a longer path or the mangled \
+             name, or FILE:NAME for the one in FILE",
+            first.display(),
+            second.display()
+        )
+    );
+    // FILE:NAME picks one, by file name or by path.
+    let picked = resolve("orders-copy:transfer", &objects).unwrap();
+    assert_eq!(picked[0].object, second);
+    let picked = resolve(&format!("{}:transfer", first.display()), &objects).unwrap();
+    assert_eq!(picked[0].object, first);
+    // `::` stays part of a name.
+    let cpp = [open(&common::cpp_program())];
+    check_resolves(&cpp, "shop::process(int)", "shop::process(int)");
+    assert!(matches!(
+        resolve("nowhere.so:transfer", &objects),
+        Err(ResolveError::NotFound { .. })
+    ));
 }

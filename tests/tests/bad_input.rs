@@ -9,8 +9,8 @@ use chronicle::storage::Storage;
 use chronicle::storage::sqlite::SqliteStorage;
 use chronicle::{CallRecord, Status, Value};
 use chronicle_tests::{
-    Opt, Running, bpf_available, build_c, build_cpp, build_id, chronicle, chronicle_ok, export,
-    scratch,
+    Opt, Running, bpf_available, build_c, build_cpp, build_id, build_ledger, chronicle,
+    chronicle_ok, export, scratch,
 };
 use serde_json::json;
 
@@ -559,9 +559,55 @@ fn an_ambiguous_function_lists_every_candidate() {
     assert_eq!(
         stderr,
         "chronicle: `area` matches 2 functions: store::area(int, int), \
-         store::area(store::Point const&); pass a longer path or the mangled name\n"
+         store::area(store::Point const&); pass a longer path or the mangled name, or \
+         FILE:NAME for the one in FILE\n"
     );
     assert_record_kept(&db);
+}
+
+#[test]
+fn file_colon_name_picks_the_object() {
+    let name = "file_colon_name_picks_the_object";
+    if !bpf_available(name) {
+        return;
+    }
+    let dir = scratch(name);
+    let (app, lib) = build_ledger();
+    let service = Running::start(&app, &[]);
+    let pid = service.pid().to_string();
+    let db = dir.join("chronicle.db");
+    chronicle_ok(&[
+        "attach",
+        "--pid",
+        &pid,
+        "--func",
+        "libledger.so:ledger_post",
+        "--duration",
+        "0.3",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    let records = export(&db, "ledger_post");
+    assert!(!records.is_empty());
+    assert_eq!(records[0]["binary"], lib.to_str().unwrap());
+    assert_eq!(
+        records[0]["args"],
+        json!({"account": "savings", "cents": -42})
+    );
+    // A file the process does not map has no functions.
+    let stderr = usage_error(&[
+        "attach",
+        "--pid",
+        &pid,
+        "--func",
+        "libnowhere.so:ledger_post",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.starts_with("chronicle: no function `libnowhere.so:ledger_post` in "),
+        "{stderr}"
+    );
 }
 
 #[test]
