@@ -80,6 +80,13 @@ pub enum AgentError {
         binary.display()
     )]
     IndirectFunction { function: String, binary: PathBuf },
+    #[error(
+        "`{function}` is in {}, a Go program: a return probe would crash it (Go moves \
+         goroutine stacks, and the kernel's return trampoline breaks that), and Chronicle \
+         cannot trace Go yet; trace a C, C++ or Rust function instead",
+        binary.display()
+    )]
+    GoProgram { function: String, binary: PathBuf },
     #[error("cannot build the capture plan of {function}: {source}; please report this bug")]
     Plan {
         function: String,

@@ -992,6 +992,12 @@ fn prepare(
     elf: &ElfFile,
     limits: &PlanLimits,
 ) -> Result<TracedFunction, AgentError> {
+    if elf.is_go() {
+        return Err(AgentError::GoProgram {
+            function: found.symbol.demangled.clone(),
+            binary: binary.to_owned(),
+        });
+    }
     if elf.is_ifunc(found.symbol.address) {
         return Err(AgentError::IndirectFunction {
             function: found.symbol.demangled.clone(),

@@ -86,6 +86,8 @@ pub struct ElfFile {
     has_debug_info: bool,
     /// Whether the file has a `.symtab` (a stripped file has only `.dynsym`).
     has_symtab: bool,
+    /// Built by the Go toolchain (`.go.buildinfo` or `.note.go.buildid`).
+    is_go: bool,
     /// The separate debug file the function symbols came from, for a stripped file.
     symbols_from: Option<PathBuf>,
     dynamic: DynamicDeps,
@@ -266,6 +268,9 @@ impl ElfFile {
             });
         }
         let has_symtab = obj.symbol_table().is_some();
+        let is_go = [".go.buildinfo", ".note.go.buildid"]
+            .iter()
+            .any(|name| object::Object::section_by_name(&obj, name).is_some());
         let has_debug_info = object::Object::section_by_name(&obj, ".debug_info")
             .is_some_and(|s| object::ObjectSection::size(&s) > 0);
         let dynamic = match &obj {
@@ -285,6 +290,7 @@ impl ElfFile {
             segments,
             has_debug_info,
             has_symtab,
+            is_go,
             symbols_from: None,
             dynamic,
         })
@@ -356,6 +362,12 @@ impl ElfFile {
     /// True when the file has a full symbol table (`.symtab`): it is not stripped.
     pub fn has_symtab(&self) -> bool {
         self.has_symtab
+    }
+
+    /// Whether the Go toolchain built this file (it has `.go.buildinfo` or
+    /// `.note.go.buildid`).
+    pub fn is_go(&self) -> bool {
+        self.is_go
     }
 
     /// For a stripped file, the separate debug file its function symbols were read from.

@@ -724,3 +724,47 @@ fn two_attaches_on_one_process_both_record_exact_values() {
     // The program ran on through both and after them.
     assert!(service.child.try_wait().unwrap().is_none(), "the bank died");
 }
+
+#[test]
+fn a_go_program_is_refused_before_any_probe() {
+    let name = "a_go_program_is_refused_before_any_probe";
+    if !bpf_available(name) {
+        return;
+    }
+    // No Go toolchain here: a C program with the section the Go linker writes into every
+    // binary is enough for the check, which reads only that.
+    let dir = scratch(name);
+    let info = dir.join("buildinfo");
+    std::fs::write(&info, b"\xff Go buildinf:\x08\x02").unwrap();
+    let bank = dir.join("bank");
+    run(
+        "objcopy",
+        &[
+            &format!("--add-section=.go.buildinfo={}", info.display()),
+            build_c("bank", Opt::O0).to_str().unwrap(),
+            bank.to_str().unwrap(),
+        ],
+    );
+    let service = Running::start(&bank, &["--interval-ms", "20"]);
+    let pid = service.pid().to_string();
+    let db = store_with_a_record(&dir);
+    let stderr = usage_error(&[
+        "attach",
+        "--pid",
+        &pid,
+        "--func",
+        "transfer",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        stderr,
+        format!(
+            "chronicle: `transfer` is in {}, a Go program: a return probe would crash it (Go \
+             moves goroutine stacks, and the kernel's return trampoline breaks that), and \
+             Chronicle cannot trace Go yet; trace a C, C++ or Rust function instead\n",
+            bank.display()
+        )
+    );
+    assert_record_kept(&db);
+}
