@@ -17,8 +17,13 @@ pub enum AgentError {
         #[source]
         source: MapsError,
     },
-    #[error("process {pid} maps no executable: it has exited or is a kernel thread")]
+    #[error("process {pid} maps no executable: it has exited (a zombie); check the pid")]
     NothingMapped { pid: u32 },
+    #[error(
+        "pid {pid} ({name}) is a kernel thread: it runs no program whose functions could be \
+         traced; give the pid of a user-space process (`pgrep NAME`)"
+    )]
+    KernelThread { pid: u32, name: String },
     #[error("cannot read the memory map of pid {pid}")]
     Maps {
         pid: u32,
@@ -75,6 +80,13 @@ pub enum AgentError {
         binary.display()
     )]
     IndirectFunction { function: String, binary: PathBuf },
+    #[error(
+        "`{function}` is in {}, a Go program: a return probe would crash it (Go moves \
+         goroutine stacks, and the kernel's return trampoline breaks that), and Chronicle \
+         cannot trace Go yet; trace a C, C++ or Rust function instead",
+        binary.display()
+    )]
+    GoProgram { function: String, binary: PathBuf },
     #[error("cannot build the capture plan of {function}: {source}; please report this bug")]
     Plan {
         function: String,

@@ -104,6 +104,9 @@ pub struct TracedFunction {
     pub notes: Vec<String>,
     /// File offset of the entry probe (the function's start, or the end of its prologue).
     pub entry_offset: u64,
+    /// Where the probes attach when the file at `binary` is no longer what the process runs
+    /// (replaced on disk): the process's own link to the mapped file.
+    probe_path: Option<PathBuf>,
     plan: FunctionPlan,
     entry: CapturePlan,
     ret: CapturePlan,
@@ -230,8 +233,12 @@ impl Session {
                 if !sys::process_exists(pid) {
                     return Err(AgentError::NoSuchProcess { pid });
                 }
-                let (elves, paths) = process_objects(pid)?;
-                let functions = resolve_functions(&elves, &paths, &options.functions, &limits)?;
+                if let Some(name) = kernel_thread(pid) {
+                    return Err(AgentError::KernelThread { pid, name });
+                }
+                let (elves, paths, replaced) = process_objects(pid)?;
+                let functions =
+                    resolve_functions(&elves, &paths, &replaced, &options.functions, &limits)?;
                 let hooks = deps::library_hooks(&elves, &paths, options.tracking);
                 (pid, None, functions, hooks)
             }
@@ -247,7 +254,9 @@ impl Session {
                 let mut elves = vec![exe];
                 elves.extend(libs.iter().filter_map(|lib| ElfFile::open(lib).ok()));
                 let paths: Vec<PathBuf> = elves.iter().map(|e| e.path().to_owned()).collect();
-                let functions = resolve_functions(&elves, &paths, &options.functions, &limits)?;
+                let replaced = vec![false; elves.len()];
+                let functions =
+                    resolve_functions(&elves, &paths, &replaced, &options.functions, &limits)?;
                 let hooks = deps::library_hooks(&elves, &paths, options.tracking);
                 let arg_refs: Vec<&std::ffi::OsStr> =
                     args.iter().map(OsString::as_os_str).collect();
@@ -368,7 +377,7 @@ impl Session {
                 if probe.is_return != is_return {
                     continue;
                 }
-                let (name, binary, offset) = match probe.target {
+                let (name, binary, offset, probe_path) = match probe.target {
                     ProbeTarget::Function(index) => {
                         let function = &functions[index];
                         let offset = if is_return {
@@ -376,14 +385,21 @@ impl Session {
                         } else {
                             function.entry_offset
                         };
-                        (&function.name[..], &function.binary, offset)
+                        (
+                            &function.name[..],
+                            &function.binary,
+                            offset,
+                            function.probe_path.as_ref(),
+                        )
                     }
                     ProbeTarget::Library(index) => {
                         let hook = &hooks[index];
-                        (hook.name, &hook.binary, hook.file_offset)
+                        (hook.name, &hook.binary, hook.file_offset, None)
                     }
                 };
-                let attach_path = attach_path(pid, binary, child.is_some());
+                let attach_path = probe_path
+                    .cloned()
+                    .unwrap_or_else(|| attach_path(pid, binary, child.is_some()));
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(offset),
                     cookie: Some(id as u64),
@@ -916,8 +932,23 @@ struct DebugCache {
     by_path: HashMap<PathBuf, Option<DebugInfo>>,
 }
 
-/// The objects a process maps (the executable first) and the paths it maps them by.
-fn process_objects(pid: u32) -> Result<(Vec<ElfFile>, Vec<PathBuf>), AgentError> {
+/// The name of process `pid` when it is a kernel thread (`PF_KTHREAD` in the flags of
+/// `/proc/PID/stat`). Such a thread maps nothing, and probes on it would never fire.
+fn kernel_thread(pid: u32) -> Option<String> {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1;
+    // After the name: state, ppid, pgrp, session, tty_nr, tpgid, flags.
+    let flags: u64 = rest.split_whitespace().nth(6)?.parse().ok()?;
+    (flags & PF_KTHREAD != 0).then(|| name.to_owned())
+}
+
+/// The objects a process maps (the executable first), the paths it maps them by, and
+/// whether each was replaced on disk since (its path now names another file).
+type Objects = (Vec<ElfFile>, Vec<PathBuf>, Vec<bool>);
+
+fn process_objects(pid: u32) -> Result<Objects, AgentError> {
     let maps = ProcessMaps::read(pid).map_err(|source| {
         if is_permission_error(&source) {
             AgentError::NoAccess { pid, source }
@@ -930,11 +961,13 @@ fn process_objects(pid: u32) -> Result<(Vec<ElfFile>, Vec<PathBuf>), AgentError>
     let objects = maps.objects();
     let mut elves = Vec::new();
     let mut map_paths = Vec::new();
+    let mut replaced = Vec::new();
     for object in &objects {
         match ElfFile::open(&object.open_path) {
             Ok(elf) => {
                 elves.push(elf);
                 map_paths.push(object.path.clone());
+                replaced.push(object.deleted);
             }
             // The executable must be readable; a library we cannot read is only skipped.
             Err(source) if elves.is_empty() => {
@@ -947,10 +980,10 @@ fn process_objects(pid: u32) -> Result<(Vec<ElfFile>, Vec<PathBuf>), AgentError>
         }
     }
     if elves.is_empty() {
-        // A zombie (or a kernel thread) maps nothing: there is nothing to trace.
+        // A zombie maps nothing: there is nothing to trace.
         return Err(AgentError::NothingMapped { pid });
     }
-    Ok((elves, map_paths))
+    Ok((elves, map_paths, replaced))
 }
 
 /// Resolves every query in `elves` (the executable first: a name it defines wins over a
@@ -958,6 +991,7 @@ fn process_objects(pid: u32) -> Result<(Vec<ElfFile>, Vec<PathBuf>), AgentError>
 fn resolve_functions(
     elves: &[ElfFile],
     paths: &[PathBuf],
+    replaced: &[bool],
     queries: &[String],
     limits: &PlanLimits,
 ) -> Result<Vec<TracedFunction>, AgentError> {
@@ -973,6 +1007,7 @@ fn resolve_functions(
             functions.push(prepare(
                 f,
                 &paths[index],
+                replaced[index],
                 &mut debug,
                 &elves[index],
                 limits,
@@ -985,10 +1020,17 @@ fn resolve_functions(
 fn prepare(
     found: ResolvedFunction,
     binary: &Path,
+    replaced: bool,
     debug: &mut DebugCache,
     elf: &ElfFile,
     limits: &PlanLimits,
 ) -> Result<TracedFunction, AgentError> {
+    if elf.is_go() {
+        return Err(AgentError::GoProgram {
+            function: found.symbol.demangled.clone(),
+            binary: binary.to_owned(),
+        });
+    }
     if elf.is_ifunc(found.symbol.address) {
         return Err(AgentError::IndirectFunction {
             function: found.symbol.demangled.clone(),
@@ -1010,6 +1052,33 @@ fn prepare(
     };
     let plan = plan::compile(signature.as_ref(), elf.data(), limits);
     let mut notes = Vec::new();
+    if replaced {
+        notes.push(format!(
+            "{} was replaced on disk after the process started it: tracing the build that \
+             runs ({})",
+            binary.display(),
+            found
+                .build_id
+                .as_deref()
+                .map_or("no build id", |id| &id[..id.len().min(12)])
+        ));
+    }
+    match info {
+        Some(info) if info.path() != elf.path() => {
+            notes.push(format!(
+                "debug info from {}",
+                outside_proc_root(info.path()).display()
+            ));
+        }
+        Some(_) => {}
+        None => notes.push(format!(
+            "{} has no DWARF debug info (and no separate debug file was found): the argument \
+             registers rdi, rsi, rdx, rcx, r8, r9 and rax at return are stored as raw words; \
+             rebuild with -g, or put its debug file next to it, in its .debug folder or under \
+             /usr/lib/debug/.build-id",
+            binary.display()
+        )),
+    }
     if signature.as_ref().is_some_and(|s| s.inlined) {
         notes.push(
             "this function is also inlined into its callers; those inlined calls are not seen"
@@ -1032,7 +1101,7 @@ fn prepare(
     }
     let described = match &signature {
         Some(sig) => sig.describe(),
-        None => "no DWARF debug info: arguments will not be decoded (rebuild with -g)".to_owned(),
+        None => format!("{} (no debug info)", found.symbol.demangled),
     };
     let entry = lower(&plan.entry, plan.entry_site.cfa).map_err(|source| AgentError::Plan {
         function: found.symbol.demangled.clone(),
@@ -1050,12 +1119,29 @@ fn prepare(
         build_id: found.build_id.clone().unwrap_or_default(),
         file_offset: found.file_offset,
         entry_offset: found.file_offset + plan.entry_site.offset,
+        probe_path: replaced.then(|| elf.path().to_owned()),
         signature: described,
         notes,
         plan,
         entry,
         ret,
     })
+}
+
+/// A path as the traced process sees it, without the `/proc/PID/root` it was opened through.
+fn outside_proc_root(path: &Path) -> PathBuf {
+    let mut components = path.components();
+    let through_root = components.next() == Some(std::path::Component::RootDir)
+        && components.next().is_some_and(|c| c.as_os_str() == "proc")
+        && components
+            .next()
+            .is_some_and(|c| c.as_os_str().to_string_lossy().parse::<u32>().is_ok())
+        && components.next().is_some_and(|c| c.as_os_str() == "root");
+    if through_root {
+        Path::new("/").join(components.as_path())
+    } else {
+        path.to_owned()
+    }
 }
 
 /// The same function named twice (`--func a --func a`) gets one pair of probes.

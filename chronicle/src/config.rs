@@ -179,14 +179,28 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: {message}", origin)]
-    Syntax { origin: String, message: String },
-    #[error("{origin}: {field}: {message}")]
+    #[error("{}{}: {message}", origin, at(*position, key.as_deref()))]
+    Syntax {
+        origin: String,
+        /// Line and column (from 1) of the mistake, when the parser knows them.
+        position: Option<(usize, usize)>,
+        /// The key on that line, when there is one.
+        key: Option<String>,
+        message: String,
+    },
+    #[error("{origin}{}: {field}: {message}", at(*position, None))]
     BadValue {
         origin: String,
+        /// Where the key is set.
+        position: Option<(usize, usize)>,
         field: String,
         message: String,
     },
+    #[error(
+        "redaction_patterns: {pattern:?} is not a valid regular expression; fix or remove it:\n\
+         {reason}"
+    )]
+    Pattern { pattern: String, reason: String },
     #[error("{}: unknown key `{key}`{}", origin, suggest(closest))]
     UnknownKey {
         origin: String,
@@ -199,6 +213,67 @@ pub enum ConfigError {
         value: String,
         allowed: String,
     },
+}
+
+/// `, line 3, column 17, at key `sampling_rate`` (or nothing, when the position is unknown).
+fn at(position: Option<(usize, usize)>, key: Option<&str>) -> String {
+    let mut out = String::new();
+    if let Some((line, column)) = position {
+        out = format!(", line {line}, column {column}");
+    }
+    if let Some(key) = key {
+        out.push_str(&format!(", at key `{key}`"));
+    }
+    out
+}
+
+/// Line and column (both from 1, the column in characters) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+/// The bare key set on line `line` (from 1) of `text`: `a_key` in `a_key = ...`.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let (key, _) = text.lines().nth(line - 1)?.split_once('=')?;
+    let key = key.trim();
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    bare.then(|| key.to_owned())
+}
+
+/// Where top-level key `key` is set in `text`: its line, column 1.
+fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+    let line = text.lines().position(|l| {
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })?;
+    Some((line + 1, 1))
+}
+
+/// A regex error without its "regex parse error:" heading (the pattern and a caret under
+/// the mistake, then the reason).
+fn regex_reason(error: &regex::Error) -> String {
+    let text = error.to_string();
+    text.strip_prefix("regex parse error:\n")
+        .unwrap_or(&text)
+        .to_owned()
+}
+
+impl ConfigError {
+    /// The error for redaction pattern `pattern` that did not compile.
+    pub fn pattern(pattern: &str, error: &regex::Error) -> ConfigError {
+        ConfigError::Pattern {
+            pattern: pattern.to_owned(),
+            reason: regex_reason(error),
+        }
+    }
 }
 
 fn suggest(closest: &[String]) -> String {
@@ -248,12 +323,15 @@ const KEYS: &[&str] = &[
 impl CaptureConfig {
     /// Parses and validates a `chronicle.toml` text; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<CaptureConfig, ConfigError> {
-        let table: toml::Table =
-            text.parse()
-                .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                    origin: origin.to_owned(),
-                    message: e.message().to_owned(),
-                })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let position = e.span().map(|span| line_column(text, span.start));
+            ConfigError::Syntax {
+                origin: origin.to_owned(),
+                position,
+                key: position.and_then(|(line, _)| key_on_line(text, line)),
+                message: e.message().trim_end().to_owned(),
+            }
+        })?;
         for key in table.keys() {
             if !KEYS.contains(&key.as_str()) {
                 let mut closest: Vec<(usize, &str)> = KEYS
@@ -283,6 +361,7 @@ impl CaptureConfig {
                     if let Err(e) = CaptureConfig::deserialize(single) {
                         return Err(ConfigError::BadValue {
                             origin: origin.to_owned(),
+                            position: key_position(text, key),
                             field: key.clone(),
                             message: e.message().to_owned(),
                         });
@@ -290,6 +369,8 @@ impl CaptureConfig {
                 }
                 return Err(ConfigError::Syntax {
                     origin: origin.to_owned(),
+                    position: None,
+                    key: None,
                     message: e.message().to_owned(),
                 });
             }
@@ -369,11 +450,7 @@ impl CaptureConfig {
         }
         for pattern in &self.redaction_patterns {
             if let Err(e) = regex::Regex::new(pattern) {
-                return invalid(
-                    "redaction_patterns",
-                    format!("{pattern:?}"),
-                    &format!("valid regular expressions ({e})"),
-                );
+                return Err(ConfigError::pattern(pattern, &e));
             }
         }
         for limit in &self.type_limits {
@@ -491,25 +568,45 @@ mod tests {
         );
         assert_eq!(
             error("sampling_strategy = \"smart\""),
-            "chronicle.toml: sampling_strategy: unknown variant `smart`, expected one of \
-             `random`, `clustering`, `adaptive`"
+            "chronicle.toml, line 1, column 1: sampling_strategy: unknown variant `smart`, \
+             expected one of `random`, `clustering`, `adaptive`"
         );
         assert_eq!(
             error("redaction_patterns = ['(unclosed']"),
-            "redaction_patterns = \"(unclosed\" is not allowed: valid regular expressions \
-             (regex parse error:\n    (unclosed\n    ^\nerror: unclosed group)"
+            "redaction_patterns: \"(unclosed\" is not a valid regular expression; fix or \
+             remove it:\n    (unclosed\n    ^\nerror: unclosed group"
         );
         assert_eq!(
             error("min_rate = 0.5\nmax_rate = 0.2"),
             "min_rate = 0.5 is not allowed: at most max_rate (0.2)"
         );
         assert_eq!(
-            error("retention_days = \"forever\""),
-            "chronicle.toml: retention_days: invalid type: string \"forever\", expected u32"
+            error("sampling_rate = 0.5\nretention_days = \"forever\""),
+            "chronicle.toml, line 2, column 1: retention_days: invalid type: string \
+             \"forever\", expected u32"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_give_line_column_and_key() {
+        assert_eq!(
+            error("sampling_rate = 0.5\nretention_days = "),
+            "chronicle.toml, line 2, column 18, at key `retention_days`: string values must \
+             be quoted, expected literal string"
         );
         assert_eq!(
-            error("sampling_rate = "),
-            "chronicle.toml: string values must be quoted, expected literal string"
+            error("# limits\n[[type_limits]\nfunction = \"f\"\n"),
+            "chronicle.toml, line 2, column 15: unclosed array table, expected `]`"
+        );
+        assert_eq!(
+            error("sampling_rate = 0.5\nsampling_rate = 0.2\n"),
+            "chronicle.toml, line 2, column 1, at key `sampling_rate`: duplicate key"
+        );
+        // Columns count characters, not bytes.
+        assert_eq!(
+            error("otel_service_name = \"café\" x"),
+            "chronicle.toml, line 1, column 28, at key `otel_service_name`: unexpected key or \
+             value, expected newline, `#`"
         );
     }
 

@@ -40,11 +40,7 @@ impl Policy {
                     &config.redaction_fields,
                     config.redaction_hash,
                 )
-                .map_err(|e| ConfigError::Invalid {
-                    field: "redaction_patterns",
-                    value: format!("{:?}", e.pattern),
-                    allowed: format!("valid regular expressions ({})", e.source),
-                })?,
+                .map_err(|e| ConfigError::pattern(&e.pattern, &e.source))?,
             )
         } else {
             None

@@ -156,7 +156,7 @@ pub enum TestGenError {
         function: String,
         path: PathBuf,
         #[source]
-        source: ResolveError,
+        source: Box<ResolveError>,
     },
     #[error(
         "no debug info describes `{function}` in {}; rebuild it with -g and pass it with \
@@ -378,7 +378,7 @@ pub fn load_signature(binary: &Path, function: &str) -> Result<Signature, TestGe
         resolve(function, std::slice::from_ref(&elf)).map_err(|source| TestGenError::Resolve {
             function: function.to_owned(),
             path: binary.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     let debug = DebugInfo::load(&elf).map_err(|source| TestGenError::Dwarf {
         path: binary.to_owned(),

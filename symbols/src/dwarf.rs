@@ -1307,7 +1307,7 @@ fn unit_ranges(
 
 /// Where a separate debug file may be: by build ID, then by `.gnu_debuglink` next to the
 /// file, in its `.debug` folder and under `/usr/lib/debug`.
-fn separate_debug_candidates(elf: &ElfFile) -> Vec<PathBuf> {
+pub(crate) fn separate_debug_candidates(elf: &ElfFile) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(id) = elf.build_id().filter(|id| id.len() > 2) {
         out.push(PathBuf::from(format!(

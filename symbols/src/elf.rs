@@ -47,6 +47,8 @@ pub struct FunctionSymbol {
     pub address: u64,
     /// Size in bytes (`st_size`), 0 when unknown.
     pub size: u64,
+    /// Read from the separate debug file's symbol table: the file itself is stripped.
+    pub from_debug_file: bool,
 }
 
 /// What kind of ELF file this is.
@@ -82,6 +84,12 @@ pub struct ElfFile {
     ifuncs: HashSet<u64>,
     segments: Vec<LoadSegment>,
     has_debug_info: bool,
+    /// Whether the file has a `.symtab` (a stripped file has only `.dynsym`).
+    has_symtab: bool,
+    /// Built by the Go toolchain (`.go.buildinfo` or `.note.go.buildid`).
+    is_go: bool,
+    /// The separate debug file the function symbols came from, for a stripped file.
+    symbols_from: Option<PathBuf>,
     dynamic: DynamicDeps,
 }
 
@@ -121,7 +129,52 @@ impl ElfFile {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(path, Arc::new(data))
+        let mut elf = Self::parse(path, Arc::new(data))?;
+        if !elf.has_symtab {
+            elf.adopt_debug_symbols();
+        }
+        Ok(elf)
+    }
+
+    /// A stripped file keeps only its exported functions (`.dynsym`); its separate debug
+    /// file (`objcopy --only-keep-debug`), found as for DWARF and of the same build, still
+    /// has the full symbol table at the same addresses.
+    fn adopt_debug_symbols(&mut self) {
+        for candidate in crate::dwarf::separate_debug_candidates(self) {
+            if !candidate.is_file() {
+                continue;
+            }
+            let Ok(file) = File::open(&candidate) else {
+                continue;
+            };
+            // SAFETY: as in `open`.
+            let Ok(data) = (unsafe { Mmap::map(&file) }) else {
+                continue;
+            };
+            let Ok(debug) = Self::parse(&candidate, Arc::new(data)) else {
+                continue;
+            };
+            if !debug.has_symtab || (self.build_id.is_some() && debug.build_id != self.build_id) {
+                continue;
+            }
+            // Only functions `.dynsym` does not name: its names carry symbol versions
+            // (`memcpy@GLIBC_2.2.5`) that `.symtab` spells plainly.
+            let exported: HashSet<u64> = self.functions.iter().map(|f| f.address).collect();
+            let adopted: Vec<FunctionSymbol> = debug
+                .functions
+                .into_iter()
+                .filter(|f| !exported.contains(&f.address))
+                .map(|f| FunctionSymbol {
+                    from_debug_file: true,
+                    ..f
+                })
+                .collect();
+            // After the file's own: a lookup by name finds the exported function first.
+            self.functions.extend(adopted);
+            self.ifuncs.extend(debug.ifuncs);
+            self.symbols_from = Some(candidate);
+            return;
+        }
     }
 
     /// Parses an ELF image held in memory; `path` only names it in errors and reports.
@@ -211,8 +264,13 @@ impl ElfFile {
                 demangled,
                 address: sym.address(),
                 size: sym.size(),
+                from_debug_file: false,
             });
         }
+        let has_symtab = obj.symbol_table().is_some();
+        let is_go = [".go.buildinfo", ".note.go.buildid"]
+            .iter()
+            .any(|name| object::Object::section_by_name(&obj, name).is_some());
         let has_debug_info = object::Object::section_by_name(&obj, ".debug_info")
             .is_some_and(|s| object::ObjectSection::size(&s) > 0);
         let dynamic = match &obj {
@@ -231,6 +289,9 @@ impl ElfFile {
             ifuncs,
             segments,
             has_debug_info,
+            has_symtab,
+            is_go,
+            symbols_from: None,
             dynamic,
         })
     }
@@ -261,7 +322,8 @@ impl ElfFile {
     }
 
     /// Defined function symbols with a nonzero address, from `.symtab` then `.dynsym`, with
-    /// duplicates (same address and name) removed.
+    /// duplicates (same address and name) removed; for a stripped file, then the functions
+    /// only its separate debug file names (`from_debug_file`).
     pub fn functions(&self) -> &[FunctionSymbol] {
         &self.functions
     }
@@ -295,6 +357,22 @@ impl ElfFile {
     /// True for position-independent executables.
     pub fn is_pie(&self) -> bool {
         self.kind == ElfKind::PieExecutable
+    }
+
+    /// True when the file has a full symbol table (`.symtab`): it is not stripped.
+    pub fn has_symtab(&self) -> bool {
+        self.has_symtab
+    }
+
+    /// Whether the Go toolchain built this file (it has `.go.buildinfo` or
+    /// `.note.go.buildid`).
+    pub fn is_go(&self) -> bool {
+        self.is_go
+    }
+
+    /// For a stripped file, the separate debug file its function symbols were read from.
+    pub fn symbols_from(&self) -> Option<&Path> {
+        self.symbols_from.as_deref()
     }
 
     /// True when the file itself has a non-empty `.debug_info` section.

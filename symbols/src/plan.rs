@@ -243,7 +243,20 @@ pub struct DecodedReturn {
     pub after: Vec<(String, Value)>,
 }
 
-const NO_DEBUG_INFO: &str = "no DWARF debug info: rebuild with -g";
+const NO_DEBUG_INFO: &str = "no DWARF debug info: stored as raw registers (types unknown); \
+    rebuild with -g or install the debug file";
+
+/// Without DWARF nothing says what the values are, but the System V convention says where
+/// integer and pointer arguments arrive (rdi, rsi, rdx, rcx, r8, r9: DWARF numbers) and
+/// where a scalar result leaves (rax): those registers are stored as raw words.
+const RAW_ARGUMENT_REGS: [(u8, &str); 6] = [
+    (5, "rdi"),
+    (4, "rsi"),
+    (1, "rdx"),
+    (2, "rcx"),
+    (8, "r8"),
+    (9, "r9"),
+];
 const BEFORE_PROLOGUE: &str = "in the stack frame, which the probe site precedes";
 
 /// Compiles the plan for a function; `sig` `None` means there is no debug info.
@@ -1084,6 +1097,10 @@ impl FunctionPlan {
     pub fn decode_entry(&self, regs: &[u64; 16], fetched: &[FetchResult]) -> DecodedArgs {
         let mut out = DecodedArgs::default();
         if !self.has_debug_info {
+            out.args = RAW_ARGUMENT_REGS
+                .iter()
+                .map(|&(reg, name)| (name.to_owned(), Value::UInt(regs[reg as usize])))
+                .collect();
             out.unavailable
                 .push(("arguments".to_owned(), NO_DEBUG_INFO.to_owned()));
             return out;
@@ -1103,6 +1120,7 @@ impl FunctionPlan {
     pub fn decode_return(&self, regs: &[u64; 16], fetched: &[FetchResult]) -> DecodedReturn {
         let mut out = DecodedReturn::default();
         if !self.has_debug_info {
+            out.value = Some(Value::UInt(regs[0]));
             out.unavailable
                 .push(("return".to_owned(), NO_DEBUG_INFO.to_owned()));
             return out;

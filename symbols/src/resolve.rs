@@ -22,7 +22,8 @@ pub struct ResolvedFunction {
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error(
-        "`{query}` matches {} functions: {}; pass a longer path or the mangled name",
+        "`{query}` matches {} functions: {}; pass a longer path or the mangled name, or \
+         FILE:NAME for the one in FILE",
         candidates.len(),
         candidates.join(", ")
     )]
@@ -30,11 +31,14 @@ pub enum ResolveError {
         query: String,
         candidates: Vec<String>,
     },
-    #[error("{}", NotFoundMessage { query, searched, suggestions })]
+    #[error("{}", NotFoundMessage { query, searched, suggestions, stripped: *stripped })]
     NotFound {
         query: String,
         searched: Vec<PathBuf>,
         suggestions: Vec<String>,
+        /// The first object searched (the executable) is stripped (no `.symtab`, and no
+        /// debug file with one): only its exported functions could be found.
+        stripped: bool,
     },
     #[error(
         "function `{name}` at {address:#x} in {object} is not in a loaded segment of the file; \
@@ -51,6 +55,7 @@ struct NotFoundMessage<'a> {
     query: &'a str,
     searched: &'a [PathBuf],
     suggestions: &'a [String],
+    stripped: bool,
 }
 
 impl fmt::Display for NotFoundMessage<'_> {
@@ -67,8 +72,20 @@ impl fmt::Display for NotFoundMessage<'_> {
                 if rest.len() == 1 { "y" } else { "ies" }
             )?,
         }
+        if let Some(main) = self.searched.first().filter(|_| self.stripped) {
+            write!(
+                f,
+                "; {} is stripped (it has no symbol table, and no debug file with one was \
+                 found), so only its exported functions can be traced: trace an unstripped \
+                 build, or put its debug file (objcopy --only-keep-debug) next to it",
+                main.display()
+            )?;
+        }
         if self.suggestions.is_empty() {
-            write!(f, "; list the functions with `chronicle symbols BINARY`")
+            if !self.stripped {
+                write!(f, "; list the functions with `chronicle symbols BINARY`")?;
+            }
+            Ok(())
         } else {
             write!(f, "; closest matches: {}", self.suggestions.join(", "))
         }
@@ -116,26 +133,37 @@ fn priority(query: &str, sym: &FunctionSymbol) -> Option<Priority> {
 /// Finds the function `query` names in `objects` (main executable first).
 ///
 /// `query` is a mangled symbol, a demangled name, or a `::`-path suffix of one; for C++ the
-/// parameter list may be left out. Exact mangled matches beat exact demangled ones, which beat
-/// suffix matches. Several symbols at one address of one object are one function. The result
+/// parameter list may be left out; `FILE:NAME` looks only in the object named `FILE`. Exact
+/// mangled matches beat exact demangled ones, which beat suffix matches; at equal priority,
+/// symbols of the files beat those read from their separate debug files. Several symbols at one address of one object are one function. The result
 /// has one element per matching function; it is never empty.
 pub fn resolve(query: &str, objects: &[ElfFile]) -> Result<Vec<ResolvedFunction>, ResolveError> {
     let query = query.trim();
+    let (file, name) = split_file(query);
+    let in_file = |elf: &ElfFile| {
+        file.is_none_or(|file| {
+            elf.path().file_name().is_some_and(|n| n == file) || elf.path().ends_with(file)
+        })
+    };
     if query.is_empty() {
         return Err(ResolveError::NotFound {
             query: String::new(),
             searched: objects.iter().map(|o| o.path().to_owned()).collect(),
             suggestions: Vec::new(),
+            stripped: false,
         });
     }
-    let mut best: Option<Priority> = None;
+    // Lower is better: the match priority, then symbols of the file itself before those
+    // only its separate debug file has (a stripped `ld.so` has a private `strcmp` there).
+    let mut best: Option<(Priority, bool)> = None;
     // (object index, symbol) of every match at the best priority, one per address.
     let mut hits: Vec<(usize, &FunctionSymbol)> = Vec::new();
-    for (i, elf) in objects.iter().enumerate() {
+    for (i, elf) in objects.iter().enumerate().filter(|(_, elf)| in_file(elf)) {
         for sym in elf.functions() {
-            let Some(p) = priority(query, sym) else {
+            let Some(p) = priority(name, sym) else {
                 continue;
             };
+            let p = (p, sym.from_debug_file);
             if best.is_some_and(|b| p > b) {
                 continue;
             }
@@ -155,7 +183,12 @@ pub fn resolve(query: &str, objects: &[ElfFile]) -> Result<Vec<ResolvedFunction>
         return Err(ResolveError::NotFound {
             query: query.to_owned(),
             searched: objects.iter().map(|o| o.path().to_owned()).collect(),
-            suggestions: suggestions(query, objects),
+            suggestions: suggestions(name, objects),
+            // Only the executable: system libraries are usually stripped, and saying so for
+            // every query would bury the suggestions.
+            stripped: objects
+                .first()
+                .is_some_and(|o| !o.has_symtab() && o.symbols_from().is_none()),
         });
     }
     if hits.len() > 1 {
@@ -197,6 +230,18 @@ pub fn resolve(query: &str, objects: &[ElfFile]) -> Result<Vec<ResolvedFunction>
         file_offset,
         build_id: elf.build_id().map(str::to_owned),
     }])
+}
+
+/// `libledger.so:ledger_post` names `ledger_post` in the object whose file name (or path
+/// suffix) is `libledger.so`: for a name that several objects define. A `::` is part of a
+/// name, never a separator.
+fn split_file(query: &str) -> (Option<&str>, &str) {
+    match query.split_once(':') {
+        Some((file, name)) if !file.is_empty() && !name.is_empty() && !name.starts_with(':') => {
+            (Some(file), name)
+        }
+        _ => (None, query),
+    }
 }
 
 /// Up to five demangled names close to `query`: names containing it first (shortest first),

@@ -225,3 +225,24 @@ fn output_parameters_are_read_again_at_return() {
     let plan = shapes_plan("list_len", &limits);
     assert!(plan.entry.saves.is_empty());
 }
+
+#[test]
+fn without_debug_info_the_argument_registers_are_stored_raw() {
+    let plan = compile(None, &[], &PlanLimits::default());
+    let mut machine = Machine::default();
+    for (n, value) in [u64::MAX, 2, 3, 4, 5, 6].into_iter().enumerate() {
+        machine = machine.arg(n, value);
+    }
+    let why = "no DWARF debug info: stored as raw registers (types unknown); rebuild with -g \
+               or install the debug file";
+    assert_eq!(
+        args_json(&machine.decode_entry(&plan)),
+        json!({
+            "args": {"rdi": u64::MAX, "rsi": 2, "rdx": 3, "rcx": 4, "r8": 5, "r9": 6},
+            "unavailable": {"arguments": why},
+        })
+    );
+    let ret = machine.reg(0, 42).decode_return(&plan);
+    assert_eq!(ret.value, Some(Value::UInt(42)));
+    assert_eq!(ret.unavailable, [("return".to_owned(), why.to_owned())]);
+}

@@ -144,7 +144,7 @@ fn cpp_resolution() {
     assert_eq!(
         err.to_string(),
         "`shop::process` matches 2 functions: shop::process(int), shop::process(char const*); \
-         pass a longer path or the mangled name"
+         pass a longer path or the mangled name, or FILE:NAME for the one in FILE"
     );
 }
 
@@ -400,4 +400,89 @@ fn needed_libraries_match_what_the_loader_maps() {
         expect
     );
     assert_eq!(found.len(), expect.len(), "no library twice");
+}
+
+#[test]
+fn a_stripped_file_takes_its_symbols_from_its_debug_file() {
+    let dir = common::out_dir().join("stripped-symbols");
+    std::fs::create_dir_all(&dir).unwrap();
+    let full = common::c_program();
+    let binary = dir.join("orders");
+    let debug = dir.join("orders.debug");
+    common::run(
+        "objcopy",
+        &[
+            "--only-keep-debug",
+            full.to_str().unwrap(),
+            debug.to_str().unwrap(),
+        ],
+    );
+    common::run(
+        "objcopy",
+        &[
+            "--strip-all",
+            &format!("--add-gnu-debuglink={}", debug.display()),
+            full.to_str().unwrap(),
+            binary.to_str().unwrap(),
+        ],
+    );
+    let elf = open(&binary);
+    assert!(!elf.has_symtab());
+    assert_eq!(elf.symbols_from(), Some(debug.as_path()));
+    let found = resolve("transfer", std::slice::from_ref(&elf)).unwrap();
+    assert!(found[0].symbol.from_debug_file);
+    let unstripped = resolve("transfer", &[open(&full)]).unwrap();
+    assert_eq!(
+        (found[0].symbol.address, found[0].file_offset),
+        (unstripped[0].symbol.address, unstripped[0].file_offset)
+    );
+    // Without the debug file only exported functions remain, and the error says why.
+    std::fs::remove_file(&debug).unwrap();
+    let elf = open(&binary);
+    assert_eq!(elf.symbols_from(), None);
+    assert_eq!(
+        resolve("transfer", std::slice::from_ref(&elf))
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "no function `transfer` in {0}; {0} is stripped (it has no symbol table, and no \
+             debug file with one was found), so only its exported functions can be traced: \
+             trace an unstripped build, or put its debug file (objcopy --only-keep-debug) next \
+             to it",
+            binary.display()
+        )
+    );
+}
+
+#[test]
+fn one_name_in_two_objects_lists_both_with_their_paths() {
+    let first = common::c_program();
+    let second = common::out_dir().join("orders-copy");
+    std::fs::copy(&first, &second).unwrap();
+    let objects = [open(&first), open(&second)];
+    let address = resolve("transfer", &objects[..1]).unwrap()[0]
+        .symbol
+        .address;
+    assert_eq!(
+        resolve("transfer", &objects).unwrap_err().to_string(),
+        format!(
+            "`transfer` matches 2 functions: transfer [transfer at {address:#x} in {}], \
+             transfer [transfer at {address:#x} in {}]; pass a longer path or the mangled \
+             name, or FILE:NAME for the one in FILE",
+            first.display(),
+            second.display()
+        )
+    );
+    // FILE:NAME picks one, by file name or by path.
+    let picked = resolve("orders-copy:transfer", &objects).unwrap();
+    assert_eq!(picked[0].object, second);
+    let picked = resolve(&format!("{}:transfer", first.display()), &objects).unwrap();
+    assert_eq!(picked[0].object, first);
+    // `::` stays part of a name.
+    let cpp = [open(&common::cpp_program())];
+    check_resolves(&cpp, "shop::process(int)", "shop::process(int)");
+    assert!(matches!(
+        resolve("nowhere.so:transfer", &objects),
+        Err(ResolveError::NotFound { .. })
+    ));
 }

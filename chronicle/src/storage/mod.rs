@@ -262,6 +262,20 @@ pub enum StorageError {
     )]
     NotADatabase { path: PathBuf },
     #[error(
+        "{} is a SQLite database of another program (tables: {}), not a chronicle store; \
+         it was left unchanged: choose another path",
+        path.display(),
+        list_tables(tables)
+    )]
+    ForeignDatabase { path: PathBuf, tables: Vec<String> },
+    #[error(
+        "database {} is damaged ({detail}); nothing was written to it: restore a copy, \
+         recover it (`sqlite3 {} .recover`), or choose another path",
+        path.display(),
+        path.display()
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
         "database {} has schema version {found}, newer than the {supported} this chronicle \
          knows; upgrade chronicle",
         path.display()
@@ -344,6 +358,20 @@ pub enum NoSuchFunction {
         matches.join(", ")
     )]
     Ambiguous { query: String, matches: Vec<String> },
+}
+
+/// Up to five table names, then how many more.
+fn list_tables(tables: &[String]) -> String {
+    let mut text = tables
+        .iter()
+        .take(5)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if tables.len() > 5 {
+        text.push_str(&format!(" and {} more", tables.len() - 5));
+    }
+    text
 }
 
 fn closest_hint(closest: &[String]) -> String {

@@ -132,6 +132,15 @@ impl SqliteStorage {
         let mut conn = Connection::open_with_flags(path, flags).map_err(open_error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
         // The first statement that reads the file: a file that is not a database fails here.
+        // Nothing is written before we know the file is ours: setting WAL mode rewrites the
+        // header, and migrations would add tables to another program's database.
+        let tables = table_names(&conn).map_err(open_error)?;
+        if !tables.is_empty() && !is_chronicle_store(&conn).map_err(open_error)? {
+            return Err(StorageError::ForeignDatabase {
+                path: path.to_owned(),
+                tables,
+            });
+        }
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
             .map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -148,10 +157,52 @@ impl SqliteStorage {
         })
     }
 
+    /// Reads every page (`PRAGMA quick_check`): a store whose pages are damaged would take
+    /// records and then fail to write them. Costs a read of the whole file.
+    pub fn check_integrity(&self) -> Result<(), StorageError> {
+        let damaged = |detail: String| StorageError::Damaged {
+            path: self.path.clone(),
+            detail,
+        };
+        let result: String = self
+            .conn
+            .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+            .map_err(|e| damaged(e.to_string()))?;
+        if result == "ok" {
+            return Ok(());
+        }
+        // `*** in database main ***` heads the list of problems.
+        let problems: Vec<&str> = result
+            .lines()
+            .filter(|line| !line.starts_with("***"))
+            .collect();
+        Err(damaged(problems.join("; ")))
+    }
+
     /// The schema version: how many migrations have been applied.
     pub fn schema_version(&self) -> Result<u32, StorageError> {
         user_version(&self.conn).map_err(sqlite("reading the schema version"))
     }
+}
+
+/// The tables of a database, by name.
+fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut statement =
+        conn.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")?;
+    let names = statement.query_map([], |row| row.get(0))?;
+    names.collect()
+}
+
+/// Whether a database that has tables is a Chronicle store: its `records` table has the
+/// columns every schema version has had.
+fn is_chronicle_store(conn: &Connection) -> rusqlite::Result<bool> {
+    let mut statement = conn.prepare("SELECT name FROM pragma_table_info('records')")?;
+    let columns: Vec<String> = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(["function", "binary", "build_id", "args", "timestamp_ns"]
+        .iter()
+        .all(|c| columns.iter().any(|have| have == c)))
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<u32> {
@@ -823,6 +874,37 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn another_programs_database_is_refused_and_left_unchanged() {
+        let dir = TempDir::new();
+        let path = dir.path().join("app.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);
+                 CREATE TABLE records (id INTEGER PRIMARY KEY, note TEXT);
+                 INSERT INTO users (name) VALUES ('alice');",
+            )
+            .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        for error in [
+            SqliteStorage::open(&path).unwrap_err(),
+            SqliteStorage::open_existing(&path).unwrap_err(),
+        ] {
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "{} is a SQLite database of another program (tables: records, users), not \
+                     a chronicle store; it was left unchanged: choose another path",
+                    path.display()
+                )
+            );
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(!dir.path().join("app.db-wal").exists());
     }
 
     #[test]

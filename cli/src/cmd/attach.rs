@@ -152,6 +152,7 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             (StorageBackend::Sqlite, None) => {}
         }
     }
+    super::check_store(&store)?;
     let storage = super::create_store(&store)?;
     let writer = BatchWriter::spawn(storage, WriterOptions::default());
     monitor.watch_writer(writer.stats_source());

@@ -64,6 +64,18 @@ pub(crate) fn open_store(store: &StoreArgs) -> Result<Box<dyn Storage>, Failure>
     })
 }
 
+/// Before a capture writes to an existing SQLite store: refuses one whose pages are damaged,
+/// which would take records and then lose them at the first write.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) fn check_store(store: &StoreArgs) -> Result<(), Failure> {
+    if store.dsn.is_some() || !store.db.exists() {
+        return Ok(());
+    }
+    SqliteStorage::open_existing(&store.db)
+        .and_then(|storage| storage.check_integrity())
+        .map_err(storage_failure)
+}
+
 /// Opens the store for writing, creating it (its tables) when missing.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn create_store(store: &StoreArgs) -> Result<Box<dyn Storage>, Failure> {
