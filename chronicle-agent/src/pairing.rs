@@ -122,6 +122,13 @@ impl<T> Pairing<T> {
         all
     }
 
+    /// The newest open call of `tid` and how many are open on it (itself included).
+    pub fn newest_mut(&mut self, tid: u32) -> Option<(&mut OpenCall<T>, usize)> {
+        let stack = self.threads.get_mut(&tid)?;
+        let depth = stack.len();
+        stack.last_mut().map(|call| (call, depth))
+    }
+
     /// Number of calls still open.
     pub fn open_calls(&self) -> usize {
         self.threads.values().map(Vec::len).sum()

@@ -206,7 +206,14 @@ struct Tracker {
 struct Open {
     args: DecodedArgs,
     deps: CallDeps,
+    /// Entered with [`MAX_URETPROBE_DEPTH`] calls already open on its thread: the kernel
+    /// will not report its return.
+    beyond_return_depth: bool,
 }
+
+/// How many returns of probed calls the kernel follows per thread at once (Linux's
+/// `MAX_URETPROBE_DEPTH`): a call entered deeper runs and returns unseen.
+const MAX_URETPROBE_DEPTH: usize = 64;
 
 impl HasDeps for Open {
     fn deps(&mut self) -> &mut CallDeps {
@@ -787,6 +794,7 @@ impl Tracker {
                         data: Open {
                             args: decoded,
                             deps: CallDeps::default(),
+                            beyond_return_depth: false,
                         },
                     };
                     for gone in self.pairing.enter(open) {
@@ -795,6 +803,11 @@ impl Tracker {
                             "the call never returned (its frame was reused)",
                         );
                         sink(record);
+                    }
+                    if let Some((open, depth)) = self.pairing.newest_mut(header.tid)
+                        && depth > MAX_URETPROBE_DEPTH
+                    {
+                        open.data.beyond_return_depth = true;
                     }
                 }
             }
@@ -805,7 +818,10 @@ impl Tracker {
     /// An unwind inferred from the stack. If the kernel dropped events of this function, the
     /// missing return may be one of them, and the record says so instead of guessing.
     fn inferred_unwound_record(&mut self, open: OpenCall<Open>, reason: &str) -> CallRecord {
-        let reason = if self.stats[open.function].dropped > 0 {
+        let reason = if open.data.beyond_return_depth {
+            "no return seen: the call began with 64 traced calls already open on its thread, \
+             and the kernel reports at most 64 nested returns per thread (deep recursion)"
+        } else if self.stats[open.function].dropped > 0 {
             "no return seen: the call unwound, or its return event was dropped (ring buffer full)"
         } else {
             reason
@@ -835,7 +851,7 @@ impl Tracker {
             stats.unwound += 1;
         }
         let wall_ns = (open.ktime_ns as i128 + self.clock_offset_ns).max(0) as u64;
-        let Open { args, deps } = open.data;
+        let Open { args, deps, .. } = open.data;
         let mut unavailable = args.unavailable;
         unavailable.extend(ret.unavailable);
         // Kernel read failures include reads of inactive enum variants, which the decoder
