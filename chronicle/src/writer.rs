@@ -2,9 +2,16 @@
 //! records (the agent's event loop, `#[capture]`d code) never waits for a disk.
 //!
 //! A batch is written when it reaches [`WriterOptions::max_batch`] records or when its oldest
-//! record has waited [`WriterOptions::max_delay`], whichever comes first. A batch that cannot
-//! be written is counted and its error kept for [`BatchWriter::finish`]; the writer goes on
-//! with the next batch.
+//! record has waited [`WriterOptions::max_delay`], whichever comes first.
+//!
+//! A batch the database refuses for a reason that may pass (a full disk, a server that went
+//! away: [`retryable`]) waits in memory, behind the batches already waiting, and is tried
+//! again every [`WriterOptions::retry_every`] and at [`BatchWriter::finish`]; at most [`BACKLOG_BOUND`]
+//! records wait, and a batch that does not fit is lost and counted. A batch refused for what
+//! it holds (a value the store cannot take) is lost and counted at once. Lost batches keep
+//! their first error for [`BatchWriter::finish`].
+
+use std::collections::VecDeque;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
@@ -25,6 +32,18 @@ use crate::storage::{Storage, StorageError};
 /// it is full: losing records here would lose them silently.
 pub const CHANNEL_BOUND: usize = 8_192;
 
+/// Most records that wait in memory while the store refuses writes (eight batches).
+pub const BACKLOG_BOUND: usize = 8 * 4096;
+
+/// Whether a failed write may succeed later: the database's own errors (a full disk, a lock,
+/// a lost connection) may pass; a record the store cannot hold will not.
+pub fn retryable(error: &StorageError) -> bool {
+    matches!(
+        error,
+        StorageError::Sqlite { .. } | StorageError::Postgres(_)
+    )
+}
+
 /// When the writer writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriterOptions {
@@ -32,6 +51,11 @@ pub struct WriterOptions {
     pub max_batch: usize,
     /// Write at the latest this long after the oldest waiting record arrived.
     pub max_delay: Duration,
+    /// Try batches the store refused again this often.
+    pub retry_every: Duration,
+    /// At [`BatchWriter::finish`], keep trying refused batches this long before counting
+    /// them lost.
+    pub finish_grace: Duration,
 }
 
 impl Default for WriterOptions {
@@ -39,6 +63,8 @@ impl Default for WriterOptions {
         WriterOptions {
             max_batch: 4096,
             max_delay: Duration::from_millis(100),
+            retry_every: Duration::from_secs(1),
+            finish_grace: Duration::from_secs(10),
         }
     }
 }
@@ -58,6 +84,10 @@ pub struct WriterStats {
     pub failed: u64,
     /// Limit alerts stored.
     pub alerts: u64,
+    /// Writes the store refused for a reason that may pass (each failed attempt).
+    pub retried: u64,
+    /// Records waiting in memory for the store to take them again.
+    pub waiting: u64,
 }
 
 #[derive(Default)]
@@ -68,6 +98,8 @@ struct Counters {
     write_errors: AtomicU64,
     failed: AtomicU64,
     alerts: AtomicU64,
+    retried: AtomicU64,
+    waiting: AtomicU64,
 }
 
 impl Counters {
@@ -79,6 +111,8 @@ impl Counters {
             write_errors: self.write_errors.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             alerts: self.alerts.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
         }
     }
 }
@@ -156,6 +190,10 @@ impl BatchWriter {
                         counters,
                         first_error,
                         batch: Vec::new(),
+                        backlog: VecDeque::new(),
+                        next_retry: Instant::now(),
+                        retry_every: opts.retry_every,
+                        finish_grace: opts.finish_grace,
                     };
                     writer.run(&receiver, opts);
                 })
@@ -222,6 +260,11 @@ struct Writer {
     counters: Arc<Counters>,
     first_error: Arc<Mutex<Option<StorageError>>>,
     batch: Vec<CallRecord>,
+    /// Batches the store refused for a reason that may pass, oldest first.
+    backlog: VecDeque<(Vec<CallRecord>, StorageError)>,
+    next_retry: Instant,
+    retry_every: Duration,
+    finish_grace: Duration,
 }
 
 impl Writer {
@@ -229,10 +272,17 @@ impl Writer {
         let max_batch = opts.max_batch.max(1);
         let mut deadline = Instant::now();
         loop {
-            let message = if self.batch.is_empty() {
+            let message = if self.batch.is_empty() && self.backlog.is_empty() {
                 receiver.recv().map_err(|_| RecvTimeoutError::Disconnected)
             } else {
-                receiver.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                let wake = if self.batch.is_empty() {
+                    self.next_retry
+                } else if self.backlog.is_empty() {
+                    deadline
+                } else {
+                    deadline.min(self.next_retry)
+                };
+                receiver.recv_timeout(wake.saturating_duration_since(Instant::now()))
             };
             match message {
                 Ok(Message::Record(record)) => {
@@ -261,11 +311,18 @@ impl Writer {
                         }
                     }
                     self.flush();
+                    self.give_up();
                     return;
                 }
-                Err(RecvTimeoutError::Timeout) => self.flush(),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.retry(false);
+                    if Instant::now() >= deadline {
+                        self.flush();
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush();
+                    self.give_up();
                     return;
                 }
             }
@@ -293,22 +350,104 @@ impl Writer {
         if self.batch.is_empty() {
             return;
         }
-        let count = self.batch.len() as u64;
-        match self.storage.insert(&mut self.batch) {
-            Ok(()) => {
-                self.counters.written.fetch_add(count, Ordering::Relaxed);
-                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        let mut batch = std::mem::take(&mut self.batch);
+        self.retry(false);
+        if !self.backlog.is_empty() {
+            // Behind the batches already waiting: the store takes them in order.
+            let error = match self.backlog.back() {
+                Some((_, StorageError::Waiting { error })) => error.clone(),
+                Some((_, error)) => error.to_string(),
+                None => String::new(),
+            };
+            self.wait_or_lose(batch, StorageError::Waiting { error });
+            return;
+        }
+        match self.storage.insert(&mut batch) {
+            Ok(()) => self.stored(batch.len()),
+            Err(error) if retryable(&error) => {
+                self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                self.next_retry = Instant::now() + self.retry_every;
+                self.wait_or_lose(batch, error);
             }
-            Err(error) => {
-                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
-                self.counters.failed.fetch_add(count, Ordering::Relaxed);
-                self.first_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_or_insert(error);
+            Err(error) => self.lose(batch.len(), error),
+        }
+    }
+
+    fn stored(&self, records: usize) {
+        self.counters
+            .written
+            .fetch_add(records as u64, Ordering::Relaxed);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lose(&self, records: usize, error: StorageError) {
+        self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .failed
+            .fetch_add(records as u64, Ordering::Relaxed);
+        // The first error that says why: a batch that only queued behind refused ones gives
+        // way to one the store itself refused.
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        let queued = |e: &Option<StorageError>| matches!(e, Some(StorageError::Waiting { .. }));
+        if first.is_none() || (queued(&first) && !matches!(error, StorageError::Waiting { .. })) {
+            *first = Some(error);
+        }
+    }
+
+    /// Keeps a refused batch for later, or loses it when [`BACKLOG_BOUND`] records wait.
+    fn wait_or_lose(&mut self, batch: Vec<CallRecord>, error: StorageError) {
+        let waiting = self.counters.waiting.load(Ordering::Relaxed) as usize;
+        if waiting + batch.len() > BACKLOG_BOUND {
+            self.lose(batch.len(), error);
+            return;
+        }
+        self.counters
+            .waiting
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.backlog.push_back((batch, error));
+    }
+
+    /// Tries the waiting batches again, oldest first, when it is time (or now, `force`).
+    fn retry(&mut self, force: bool) {
+        if self.backlog.is_empty() || (!force && Instant::now() < self.next_retry) {
+            return;
+        }
+        while let Some((batch, _)) = self.backlog.front_mut() {
+            match self.storage.insert(batch) {
+                Ok(()) => {
+                    let (batch, _) = self.backlog.pop_front().expect("the front batch");
+                    self.counters
+                        .waiting
+                        .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+                    self.stored(batch.len());
+                }
+                Err(error) => {
+                    self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    self.next_retry = Instant::now() + self.retry_every;
+                    if let Some((_, last)) = self.backlog.front_mut() {
+                        *last = error;
+                    }
+                    return;
+                }
             }
         }
-        self.batch.clear();
+    }
+
+    /// At the end: tries for up to [`WriterOptions::finish_grace`], then what still waits is
+    /// lost and counted.
+    fn give_up(&mut self) {
+        let until = Instant::now() + self.finish_grace;
+        self.retry(true);
+        while !self.backlog.is_empty() && Instant::now() + self.retry_every <= until {
+            std::thread::sleep(self.retry_every);
+            self.retry(true);
+        }
+        while let Some((batch, error)) = self.backlog.pop_front() {
+            self.counters
+                .waiting
+                .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            self.lose(batch.len(), error);
+        }
     }
 }
 
@@ -328,6 +467,8 @@ mod tests {
         let opts = WriterOptions {
             max_batch: 3,
             max_delay: Duration::from_secs(3600),
+            retry_every: Duration::from_secs(1),
+            finish_grace: Duration::ZERO,
         };
         let writer = BatchWriter::spawn(Box::new(storage), opts);
         let sender = writer.sender();
@@ -344,7 +485,9 @@ mod tests {
                 batches: 3,
                 write_errors: 0,
                 failed: 0,
-                alerts: 0
+                alerts: 0,
+                retried: 0,
+                waiting: 0,
             }
         );
         assert_eq!(
@@ -372,6 +515,8 @@ mod tests {
             WriterOptions {
                 max_batch: 100,
                 max_delay: Duration::from_secs(3600),
+                retry_every: Duration::from_secs(1),
+                finish_grace: Duration::ZERO,
             },
         );
         let alert = Alert {
@@ -453,6 +598,8 @@ mod tests {
         let opts = WriterOptions {
             max_batch: 1000,
             max_delay: Duration::from_millis(1),
+            retry_every: Duration::from_secs(1),
+            finish_grace: Duration::ZERO,
         };
         let writer = BatchWriter::spawn(Box::new(storage), opts);
         writer.sender().send(record("f", 0, 10)).unwrap();
@@ -469,7 +616,9 @@ mod tests {
                 batches: 1,
                 write_errors: 0,
                 failed: 0,
-                alerts: 0
+                alerts: 0,
+                retried: 0,
+                waiting: 0,
             }
         );
         assert_eq!(writer.finish().unwrap().batches, 1);
@@ -558,6 +707,8 @@ mod tests {
         let opts = WriterOptions {
             max_batch: 2,
             max_delay: Duration::from_secs(3600),
+            retry_every: Duration::from_secs(1),
+            finish_grace: Duration::ZERO,
         };
         let writer = BatchWriter::spawn(Box::new(Flaky { calls: 0 }), opts);
         let sender = writer.sender();
@@ -575,6 +726,105 @@ mod tests {
         );
     }
 
+    /// Refuses writes as a full disk does until `until` attempts were made, then takes
+    /// them; keeps what it took.
+    struct FullUntil {
+        until: u32,
+        attempts: u32,
+        taken: Arc<Mutex<Vec<std::time::SystemTime>>>,
+    }
+
+    impl Storage for FullUntil {
+        fn insert(&mut self, records: &mut [CallRecord]) -> Result<(), StorageError> {
+            self.attempts += 1;
+            if self.attempts <= self.until {
+                return Err(StorageError::Sqlite {
+                    operation: "inserting records",
+                    source: rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                        None,
+                    ),
+                });
+            }
+            self.taken
+                .lock()
+                .unwrap()
+                .extend(records.iter().map(|r| r.timestamp));
+            Ok(())
+        }
+        unused_by_the_writer!();
+    }
+
+    #[test]
+    fn refused_batches_wait_and_are_written_in_order_when_the_store_recovers() {
+        let opts = WriterOptions {
+            max_batch: 2,
+            max_delay: Duration::from_secs(3600),
+            retry_every: Duration::from_millis(1),
+            finish_grace: Duration::from_secs(30),
+        };
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let store = FullUntil {
+            until: 3,
+            attempts: 0,
+            taken: Arc::clone(&taken),
+        };
+        let writer = BatchWriter::spawn(Box::new(store), opts);
+        let sender = writer.sender();
+        for i in 0..6 {
+            sender.send(record("f", i, 10)).unwrap();
+        }
+        let stats = writer.finish().unwrap();
+        assert_eq!(
+            (stats.written, stats.failed, stats.retried, stats.waiting),
+            (6, 0, 3, 0)
+        );
+        let expected: Vec<_> = (0..6).map(|i| record("f", i, 10).timestamp).collect();
+        assert_eq!(*taken.lock().unwrap(), expected);
+    }
+
+    #[test]
+    fn what_does_not_fit_in_the_backlog_is_lost_and_counted() {
+        let opts = WriterOptions {
+            max_batch: 4096,
+            max_delay: Duration::from_secs(3600),
+            retry_every: Duration::from_secs(3600),
+            finish_grace: Duration::ZERO,
+        };
+        let store = FullUntil {
+            until: u32::MAX,
+            attempts: 0,
+            taken: Arc::default(),
+        };
+        let writer = BatchWriter::spawn(Box::new(store), opts);
+        let sender = writer.sender();
+        let sent = BACKLOG_BOUND + 2 * 4096;
+        for i in 0..sent {
+            sender.send(record("f", i as i64, 10)).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while writer.stats().failed < 2 * 4096 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stats = writer.stats();
+        assert_eq!(
+            (stats.waiting, stats.failed),
+            (BACKLOG_BOUND as u64, 2 * 4096)
+        );
+        let error = writer.finish().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{sent} records in {} batches could not be written",
+                sent / 4096
+            )
+        );
+        assert_eq!(
+            std::error::Error::source(&error).unwrap().to_string(),
+            "sqlite failed while inserting records"
+        );
+    }
+
     struct Panics;
 
     impl Storage for Panics {
@@ -589,6 +839,8 @@ mod tests {
         let opts = WriterOptions {
             max_batch: 1,
             max_delay: Duration::from_secs(3600),
+            retry_every: Duration::from_secs(1),
+            finish_grace: Duration::ZERO,
         };
         let writer = BatchWriter::spawn(Box::new(Panics), opts);
         writer.sender().send(record("f", 0, 10)).unwrap();

@@ -363,3 +363,154 @@ fn the_traced_program_behaves_exactly_as_untraced() {
         assert_eq!(shouted[7]["return"], json!(10), "{}", shouted[7]);
     }
 }
+
+/// A tmpfs of `kib` KiB mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: std::path::PathBuf, kib: u32) -> SmallDisk {
+        std::fs::create_dir_all(&path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs at {}", path.display());
+        SmallDisk { path }
+    }
+
+    /// Whether the file system has no room left for another page.
+    fn full(&self) -> bool {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        let avail: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap();
+        avail < 8192
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+/// Traces `hot 20000 score 10000` (two seconds of calls) into `db`, calling `meanwhile`
+/// while it runs; returns the exit code and stderr.
+fn trace_hot_into(db: &Path, meanwhile: impl FnOnce()) -> (Option<i32>, String) {
+    let hot = build_c("hot", Opt::O0);
+    let mut attach = Command::new(chronicle_bin())
+        .args(["attach", "--progress", "0", "--func", "score", "--db"])
+        .arg(db)
+        .arg("--")
+        .arg(&hot)
+        .args(["20000", "score", "10000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = attach.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    meanwhile();
+    let status = wait_at_most(&mut attach, Duration::from_secs(120), "chronicle attach");
+    (status.code(), reader.join().unwrap())
+}
+
+/// Every stored call, checked exactly; they are the first `n` calls, in order.
+fn check_unbroken_from_zero(db: &Path) -> usize {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let records = export(db, "score");
+    for (k, r) in records.iter().enumerate() {
+        assert_eq!(check_score_record(r), k as i64, "{r}");
+    }
+    records.len()
+}
+
+/// The disk fills while tracing and frees up again: the refused batches wait in memory and
+/// every call is stored once there is room.
+#[test]
+fn a_disk_that_fills_and_frees_up_loses_nothing() {
+    let name = "a_disk_that_fills_and_frees_up";
+    if !bpf_available(name) {
+        return;
+    }
+    let dir = scratch(name);
+    // Room for about one batch of 4 096 records (~1.3 MB with its indexes and log).
+    let disk = SmallDisk::mount(dir.join("disk"), 16 * 1024);
+    let filler = disk.path.join("filler");
+    std::fs::write(&filler, vec![7u8; 14 * 1024 * 1024 + 512 * 1024]).unwrap();
+    let db = disk.path.join("chronicle.db");
+    let (code, stderr) = trace_hot_into(&db, || {
+        let started = Instant::now();
+        while !disk.full() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the disk never filled"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Let a few batches be refused, then make room.
+        std::thread::sleep(Duration::from_millis(500));
+        std::fs::remove_file(&filler).unwrap();
+    });
+    assert_eq!(code, Some(0), "{stderr}");
+    let retried = stderr
+        .split_once("chronicle: the store refused ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no refused writes reported: {stderr}"));
+    assert!(retried > 0);
+    assert!(stderr.contains("; 20000 records written to "), "{stderr}");
+    assert_eq!(check_unbroken_from_zero(&db), 20_000);
+}
+
+/// The disk stays full: refused records wait in memory (up to the bound; the unit tests in
+/// `writer.rs` cover what does not fit) and are tried again until the end; what is still
+/// waiting then is lost and counted, the exit status says so, and what was stored is intact.
+#[test]
+fn a_disk_that_stays_full_loses_what_waits_at_the_end_and_says_so() {
+    let name = "a_disk_that_stays_full";
+    if !bpf_available(name) {
+        return;
+    }
+    let dir = scratch(name);
+    // Room for a batch or two: the rest wait in memory until the end, and are lost then.
+    let disk = SmallDisk::mount(dir.join("disk"), 3 * 1024);
+    let db = disk.path.join("chronicle.db");
+    let (code, stderr) = trace_hot_into(&db, || {});
+    assert_eq!(code, Some(3), "{stderr}");
+    let written: usize = stderr
+        .split_once(" records written to ")
+        .and_then(|(before, _)| before.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no written count: {stderr}"));
+    let lost = 20_000 - written;
+    assert!(
+        stderr.contains(&format!(
+            "{lost} of 20000 records could not be stored in {}",
+            db.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("database or disk is full"), "{stderr}");
+    assert!(written > 0 && lost > 0, "{stderr}");
+    assert_eq!(check_unbroken_from_zero(&db), written);
+}

@@ -341,6 +341,9 @@ pub enum StorageError {
     },
     #[error("the storage writer thread panicked")]
     WriterPanicked,
+    /// A batch that queued behind batches the store was refusing, and was never tried.
+    #[error("queued behind batches the store refused ({error})")]
+    Waiting { error: String },
 }
 
 /// A function name that does not name exactly one recorded function.

@@ -314,16 +314,28 @@ pub fn run(args: Args) -> Result<u8, Failure> {
     if !last.is_empty() {
         writer.sender().send_alerts(last);
     }
-    let written = writer.finish().context("writing the last records")?;
+    // The summary is printed whatever the store did; a store that lost records makes the
+    // exit status say so afterwards.
+    let final_stats = writer.stats_source();
+    let lost = writer.finish().err();
+    let written = final_stats();
     let otlp = exporter.map(OtlpExporter::finish);
     // Retention goes through a connection of its own, now that the writer is done.
-    let mut maintenance = super::create_store(&store)?;
-    let expired = chronicle::storage::enforce_retention(
-        maintenance.as_mut(),
-        config.retention_days,
-        config.max_records_per_function,
-    )
-    .context("applying retention")?;
+    let expired = if lost.is_some() {
+        Ok(0)
+    } else {
+        super::create_store(&store)
+            .map_err(|f| f.error)
+            .and_then(|mut maintenance| {
+                chronicle::storage::enforce_retention(
+                    maintenance.as_mut(),
+                    config.retention_days,
+                    config.max_records_per_function,
+                )
+                .map_err(anyhow::Error::from)
+            })
+            .context("applying retention")
+    };
 
     let why = match summary.reason {
         StopReason::Duration => "duration reached".to_owned(),
@@ -399,6 +411,13 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             written.alerts
         )?;
     }
+    let expired = match expired {
+        Ok(n) => n,
+        Err(error) => {
+            writeln!(err, "chronicle: warning: {error:#}")?;
+            0
+        }
+    };
     if expired > 0 {
         writeln!(
             err,
@@ -424,12 +443,26 @@ pub fn run(args: Args) -> Result<u8, Failure> {
             "chronicle: {not_written} records were not written: the storage writer stopped"
         )?;
     }
-    if written.write_errors > 0 {
+    if written.retried > 0 && lost.is_none() {
         writeln!(
             err,
-            "chronicle: {} batches failed to write",
-            written.write_errors
+            "chronicle: the store refused {} writes for a while; every record was stored once \
+             it took them again",
+            written.retried
         )?;
+    }
+    if let Some(error) = lost {
+        return Err(Failure {
+            code: crate::exit::ENVIRONMENT,
+            error: anyhow::Error::new(error).context(format!(
+                "{} of {} records could not be stored in {} (they waited in memory for the \
+                 store, up to {} records, and were counted)",
+                written.failed,
+                written.received,
+                args.store.location(),
+                chronicle::writer::BACKLOG_BOUND
+            )),
+        });
     }
     Ok(crate::exit::OK)
 }
