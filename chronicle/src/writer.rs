@@ -35,13 +35,17 @@ pub const CHANNEL_BOUND: usize = 8_192;
 /// Most records that wait in memory while the store refuses writes (eight batches).
 pub const BACKLOG_BOUND: usize = 8 * 4096;
 
-/// Whether a failed write may succeed later: the database's own errors (a full disk, a lock,
-/// a lost connection) may pass; a record the store cannot hold will not.
+/// Whether a failed write may be tried again: the database's own errors (a full disk, a
+/// lock, a server that went away) may pass; a record the store cannot hold will not; and a
+/// PostgreSQL batch whose commit lost its connection may have been stored already.
 pub fn retryable(error: &StorageError) -> bool {
-    matches!(
-        error,
-        StorageError::Sqlite { .. } | StorageError::Postgres(_)
-    )
+    use crate::storage::postgres::{COMMITTING, PostgresError};
+    match error {
+        StorageError::Sqlite { .. } => true,
+        StorageError::Postgres(PostgresError::Query { operation, .. }) => *operation != COMMITTING,
+        StorageError::Postgres(PostgresError::Connect { .. }) => true,
+        _ => false,
+    }
 }
 
 /// When the writer writes.

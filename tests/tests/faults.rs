@@ -514,3 +514,190 @@ fn a_disk_that_stays_full_loses_what_waits_at_the_end_and_says_so() {
     assert!(written > 0 && lost > 0, "{stderr}");
     assert_eq!(check_unbroken_from_zero(&db), written);
 }
+
+/// A PostgreSQL server of this test's own (initdb in a scratch directory, on a free port), so
+/// that it can be stopped and started under a running agent.
+struct PrivatePostgres {
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    /// `None` (said on stderr) where PostgreSQL is not installed, unless the environment
+    /// requires it (`CHRONICLE_REQUIRE_PG=1` or `CI`), as for the other PostgreSQL tests.
+    fn start(test: &str, dir: &Path) -> Option<PrivatePostgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| {
+                versions
+                    .filter_map(Result::ok)
+                    .map(|v| v.path().join("bin"))
+                    .max()
+            })
+            .filter(|bin| bin.join("initdb").exists());
+        let Some(bin) = bin else {
+            let required = std::env::var("CHRONICLE_REQUIRE_PG").as_deref() == Ok("1")
+                || std::env::var_os("CI").is_some_and(|ci| !ci.is_empty());
+            assert!(
+                !required,
+                "{test} needs PostgreSQL's server binaries (apt-get install postgresql)"
+            );
+            eprintln!("NOT RUN: {test} needs PostgreSQL's server binaries");
+            return None;
+        };
+        let data = dir.join("pgdata");
+        std::fs::create_dir_all(&data).unwrap();
+        let port = TcpListenerPort::free();
+        let server = PrivatePostgres { bin, data, port };
+        let chown = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(&server.data)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        server.tool("initdb", &["-A", "trust", "-U", "chronicle", "-D"]);
+        server.up();
+        Some(server)
+    }
+
+    /// Runs `command` as the postgres user (the server refuses to run as root).
+    fn as_postgres(&self, command: &[&str]) {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(command)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `bin/NAME ARGS DATA-DIR` as the postgres user.
+    fn tool(&self, name: &str, args: &[&str]) {
+        let tool = self.bin.join(name);
+        let mut command = vec![tool.to_str().unwrap()];
+        command.extend_from_slice(args);
+        command.push(self.data.to_str().unwrap());
+        self.as_postgres(&command);
+    }
+
+    fn up(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.data.display()
+        );
+        let log = self.data.join("log");
+        self.tool(
+            "pg_ctl",
+            &[
+                "-w",
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+                "start",
+                "-D",
+            ],
+        );
+    }
+
+    /// Stops the server at once (no shutdown checkpoint), as a crash would.
+    fn down(&self) {
+        self.tool("pg_ctl", &["-w", "-m", "immediate", "stop", "-D"]);
+    }
+
+    fn dsn(&self) -> String {
+        format!("postgres://chronicle@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let tool = self.bin.join("pg_ctl");
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(tool)
+            .args(["-m", "immediate", "stop", "-D"])
+            .arg(&self.data)
+            .output();
+    }
+}
+
+struct TcpListenerPort;
+
+impl TcpListenerPort {
+    fn free() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+/// PostgreSQL goes down while the agent writes to it and comes back: the refused batches wait
+/// and every call is stored once, in order.
+#[test]
+fn postgres_down_mid_run_loses_nothing() {
+    let name = "postgres_down_mid_run";
+    if !bpf_available(name) {
+        return;
+    }
+    let dir = scratch(name);
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let Some(server) = PrivatePostgres::start(name, &dir) else {
+        return;
+    };
+    let hot = build_c("hot", Opt::O0);
+    let dsn = server.dsn();
+    let mut attach = Command::new(chronicle_bin())
+        .args([
+            "attach",
+            "--progress",
+            "0",
+            "--func",
+            "score",
+            "--dsn",
+            &dsn,
+            "--",
+        ])
+        .arg(&hot)
+        .args(["30000", "score", "10000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = attach.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    server.down();
+    std::thread::sleep(Duration::from_millis(1200));
+    server.up();
+    let status = wait_at_most(&mut attach, Duration::from_secs(120), "chronicle attach");
+    let stderr = reader.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("; 30000 records written to "), "{stderr}");
+    assert!(stderr.contains("chronicle: the store refused "), "{stderr}");
+    let out = Command::new(chronicle_bin())
+        .args(["export", "score", "-o", "-", "--dsn", &dsn])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records.len(), 30_000);
+    for (k, r) in records.iter().enumerate() {
+        assert_eq!(check_score_record(r), k as i64, "{r}");
+    }
+}

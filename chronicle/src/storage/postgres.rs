@@ -316,6 +316,11 @@ fn innermost(error: &postgres::Error) -> String {
     cause.to_string()
 }
 
+/// The operation of an error at the commit of a batch: whether the server committed it before
+/// the connection broke cannot be known, so such a batch is not written again (it could be
+/// stored twice).
+pub const COMMITTING: &str = "committing records";
+
 fn failed(operation: &'static str) -> impl Fn(postgres::Error) -> StorageError {
     move |source| PostgresError::Query { operation, source }.into()
 }
@@ -484,7 +489,7 @@ impl Storage for PostgresStorage {
                 .map_err(&write)?;
         }
         writer.finish().map_err(&write)?;
-        tx.commit().map_err(&write)?;
+        tx.commit().map_err(failed(COMMITTING))?;
         // Only now: a failed transaction must not leave ids on records that were not stored.
         for (record, id) in records.iter_mut().zip(ids) {
             record.id = Some(id);
