@@ -61,6 +61,24 @@ pub enum AgentError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(
+        "this kernel has no BPF (the bpf system call is not implemented): Chronicle needs \
+         Linux 5.15+ built with CONFIG_BPF_SYSCALL and CONFIG_UPROBE_EVENTS; where that cannot \
+         be had, Rust code can record itself with #[capture]"
+    )]
+    NoBpf {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "this kernel cannot place uprobes (perf_event_open for a uprobe is not implemented): \
+         Chronicle needs a kernel built with CONFIG_UPROBE_EVENTS; where that cannot be had, \
+         Rust code can record itself with #[capture]"
+    )]
+    NoUprobes {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
         "this kernel cannot load Chronicle's eBPF programs (needs Linux 5.15+ with BPF and uprobes)"
     )]
     Load {
@@ -108,7 +126,11 @@ impl AgentError {
     pub fn is_environment(&self) -> bool {
         matches!(
             self,
-            AgentError::Permission { .. } | AgentError::NoAccess { .. } | AgentError::Load { .. }
+            AgentError::Permission { .. }
+                | AgentError::NoAccess { .. }
+                | AgentError::Load { .. }
+                | AgentError::NoBpf { .. }
+                | AgentError::NoUprobes { .. }
         )
     }
 }

@@ -420,6 +420,10 @@ impl Session {
                             }
                         } else if has_errno(&source, &[libc::ESRCH]) {
                             AgentError::NoSuchProcess { pid }
+                        } else if has_errno(&source, &[libc::ENOSYS]) {
+                            AgentError::NoUprobes {
+                                source: Box::new(source),
+                            }
                         } else {
                             AgentError::Attach {
                                 function: name.to_owned(),
@@ -888,6 +892,10 @@ impl Tracker {
 fn load_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> AgentError {
     if is_permission_error(&error) {
         AgentError::Permission {
+            source: Box::new(error),
+        }
+    } else if has_errno(&error, &[libc::ENOSYS]) {
+        AgentError::NoBpf {
             source: Box::new(error),
         }
     } else {

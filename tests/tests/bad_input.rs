@@ -768,3 +768,51 @@ fn a_go_program_is_refused_before_any_probe() {
     );
     assert_record_kept(&db);
 }
+
+/// `attach` under a seccomp filter that makes `bpf(2)` (or, with `--no-uprobes`,
+/// `perf_event_open(2)`) fail with ENOSYS, as on a kernel built without them: exit 3 with a
+/// message that names what is missing and the way out; a store already there is kept.
+#[test]
+fn a_kernel_without_bpf_or_uprobes_says_what_it_lacks() {
+    let name = "a_kernel_without_bpf_or_uprobes";
+    if !bpf_available(name) {
+        return;
+    }
+    let dir = scratch(name);
+    let nobpf = build_c("nobpf", Opt::O2);
+    let bank = build_c("bank", Opt::O0);
+    let service = Running::start(&bank, &["--interval-ms", "5"]);
+    let pid = service.pid().to_string();
+    let db = store_with_a_record(&dir);
+    for (flags, expect) in [
+        (
+            &[][..],
+            "chronicle: this kernel has no BPF (the bpf system call is not implemented): \
+             Chronicle needs Linux 5.15+ built with CONFIG_BPF_SYSCALL and \
+             CONFIG_UPROBE_EVENTS; where that cannot be had, Rust code can record itself with \
+             #[capture]: ",
+        ),
+        (
+            &["--no-uprobes"][..],
+            "chronicle: this kernel cannot place uprobes (perf_event_open for a uprobe is not \
+             implemented): Chronicle needs a kernel built with CONFIG_UPROBE_EVENTS; where that \
+             cannot be had, Rust code can record itself with #[capture]: ",
+        ),
+    ] {
+        let out = Command::new(&nobpf)
+            .args(flags)
+            .arg(chronicle_tests::chronicle_bin())
+            .args(["attach", "--pid", &pid, "--func", "transfer", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.starts_with(expect), "{stderr}");
+        assert!(
+            stderr.ends_with("Function not implemented (os error 38)\n"),
+            "{stderr}"
+        );
+    }
+    assert_record_kept(&db);
+}
