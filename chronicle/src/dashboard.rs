@@ -605,9 +605,17 @@ async fn blocking<T: Send + 'static>(
 
 /// Token, host and origin checks for every request.
 async fn guard(State(d): State<Dashboard>, request: Request, next: Next) -> Response {
-    let mut response = match check(&d, request.method(), request.uri(), request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => refusal,
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let refused = match check(&d, request.method(), request.uri(), request.headers()) {
+        Ok(()) => check_peer_user(&d, peer).err(),
+        Err(refusal) => Some(refusal),
+    };
+    let mut response = match refused {
+        None => next.run(request).await,
+        Some(refusal) => refusal,
     };
     let headers = response.headers_mut();
     headers.insert(
@@ -626,6 +634,90 @@ async fn guard(State(d): State<Dashboard>, request: Request, next: Next) -> Resp
         "no-referrer".parse().expect("valid"),
     );
     response
+}
+
+/// Without a token a loopback dashboard is its user's alone: a connection from another local
+/// user (its socket's owner in `/proc/net/tcp*`) is refused. The user is the one running
+/// Chronicle, and under sudo the one who ran sudo (whose browser connects), and root.
+/// Connections whose owner cannot be found (another network namespace) are refused too.
+/// Elsewhere than Linux the loopback address and the `Host` check are what there is.
+#[cfg(not(target_os = "linux"))]
+#[allow(clippy::result_large_err)]
+fn check_peer_user(_: &Dashboard, _: Option<SocketAddr>) -> Result<(), Response> {
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+#[allow(clippy::result_large_err)]
+fn check_peer_user(d: &Dashboard, peer: Option<SocketAddr>) -> Result<(), Response> {
+    let (Some(peer), None) = (peer, d.token()) else {
+        return Ok(());
+    };
+    let owner = socket_owner(peer);
+    if owner.is_some_and(|uid| allowed_users().contains(&uid)) {
+        return Ok(());
+    }
+    Err(refuse(
+        StatusCode::FORBIDDEN,
+        &match owner {
+            Some(uid) => format!(
+                "this dashboard has no token and answers only the user who started it; user \
+                 {uid} asked: start it with a token (--dashboard-token) to share it"
+            ),
+            None => "this dashboard has no token and answers only the user who started it, \
+                     and the connection's user could not be told: start it with a token \
+                     (--dashboard-token)"
+                .to_owned(),
+        },
+    ))
+}
+
+/// Who may use a dashboard without a token: this process's user, root, and `SUDO_UID`.
+#[cfg(target_os = "linux")]
+fn allowed_users() -> Vec<u32> {
+    // SAFETY: geteuid has no preconditions.
+    let mut users = vec![unsafe { geteuid() }, 0];
+    if let Some(uid) = std::env::var("SUDO_UID").ok().and_then(|u| u.parse().ok()) {
+        users.push(uid);
+    }
+    users
+}
+
+#[cfg(target_os = "linux")]
+unsafe extern "C" {
+    fn geteuid() -> u32;
+}
+
+/// The user owning the local TCP socket bound to `addr` (a loopback client's end), from the
+/// kernel's socket tables.
+#[cfg(target_os = "linux")]
+fn socket_owner(addr: SocketAddr) -> Option<u32> {
+    let (table, wanted) = match addr {
+        SocketAddr::V4(a) => (
+            "/proc/net/tcp",
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(a.ip().octets()),
+                a.port()
+            ),
+        ),
+        SocketAddr::V6(a) => {
+            let words: String = a
+                .ip()
+                .octets()
+                .chunks(4)
+                .map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+                .collect();
+            ("/proc/net/tcp6", format!("{words}:{:04X}", a.port()))
+        }
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    text.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&wanted.as_str()))
+            .then(|| fields.get(7)?.parse().ok())
+            .flatten()
+    })
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -856,7 +948,10 @@ pub fn serve(addr: SocketAddr, dashboard: Dashboard) -> Result<Server, Dashboard
                 };
                 // Not a graceful shutdown: event streams never end by themselves.
                 tokio::select! {
-                    served = axum::serve(listener, app) => {
+                    served = axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    ) => {
                         if let Err(e) = served {
                             eprintln!("chronicle: dashboard stopped: {e}");
                         }

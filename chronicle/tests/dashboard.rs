@@ -516,6 +516,48 @@ fn without_a_token_only_loopback_hosts_are_answered() {
     }
 }
 
+/// Without a token a loopback dashboard answers only its own user: the same request from
+/// another local user (`nobody`, through `runuser`) is refused. Needs root to switch users.
+#[test]
+#[cfg(target_os = "linux")]
+fn without_a_token_other_local_users_are_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { geteuid() } != 0 {
+        assert!(
+            std::env::var("CHRONICLE_REQUIRE_BPF").as_deref() != Ok("1"),
+            "needs root to act as another user"
+        );
+        eprintln!("NOT RUN: without_a_token_other_local_users_are_refused needs root");
+        return;
+    }
+    let live = Live::start();
+    let port = live.server.addr().port();
+    assert_eq!(live.get("/api/stats").status, 200);
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port}; \
+         printf 'GET /api/stats HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nConnection: close\\r\\n\\r\\n' >&3; \
+         cat <&3"
+    );
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(reply.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{reply}");
+    assert!(
+        reply.ends_with(
+            "{\"error\":\"this dashboard has no token and answers only the user who started \
+             it; user 65534 asked: start it with a token (--dashboard-token) to share it\"}"
+        ),
+        "{reply}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+unsafe extern "C" {
+    fn geteuid() -> u32;
+}
+
 #[test]
 fn changes_from_other_sites_or_not_in_json_are_refused() {
     let live = Live::start();
