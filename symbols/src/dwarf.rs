@@ -147,6 +147,15 @@ struct UnitSlot {
     functions: OnceLock<Result<UnitFunctions, DwarfError>>,
     /// Parent of every DIE, for qualified names; built on first use.
     parents: OnceLock<HashMap<UnitOffset, UnitOffset>>,
+    /// The line table's rows by address, for prologue ends; built on first use.
+    line_rows: OnceLock<Vec<LineRow>>,
+}
+
+/// One line-table row: its address, and whether it is flagged `prologue_end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct LineRow {
+    address: u64,
+    prologue_end: bool,
 }
 
 /// The DWARF debug info of one ELF file.
@@ -265,6 +274,7 @@ impl DebugInfo {
                 ranges,
                 functions: OnceLock::new(),
                 parents: OnceLock::new(),
+                line_rows: OnceLock::new(),
             });
         }
         Ok(DebugInfo {
@@ -655,29 +665,39 @@ impl DebugInfo {
         low: u64,
         high: u64,
     ) -> Option<u64> {
-        let slot = &self.units[unit];
-        let program = slot.unit.line_program.clone()?;
         let _ = dwarf;
-        let mut rows = program.rows();
-        let mut second = None;
-        let mut seen = 0usize;
-        while let Ok(Some((_, row))) = rows.next_row() {
-            let address = row.address();
-            if address < low || address >= high || row.end_sequence() {
-                continue;
+        let rows = self.line_rows(unit);
+        let start = rows.partition_point(|r| r.address <= low);
+        let end = rows.partition_point(|r| r.address < high);
+        let inside = &rows[start..end];
+        inside
+            .iter()
+            .find(|r| r.prologue_end)
+            .or(inside.first())
+            .map(|r| r.address)
+    }
+
+    /// A unit's line-table rows sorted by address (end-of-sequence rows left out), read once:
+    /// a Rust crate's unit holds hundreds of thousands of rows, and reading them again for
+    /// each function made loading many functions quadratic.
+    fn line_rows(&self, unit: usize) -> &[LineRow] {
+        self.units[unit].line_rows.get_or_init(|| {
+            let Some(program) = self.units[unit].unit.line_program.clone() else {
+                return Vec::new();
+            };
+            let mut rows = program.rows();
+            let mut out = Vec::new();
+            while let Ok(Some((_, row))) = rows.next_row() {
+                if !row.end_sequence() {
+                    out.push(LineRow {
+                        address: row.address(),
+                        prologue_end: row.prologue_end(),
+                    });
+                }
             }
-            if row.prologue_end() && address > low {
-                return Some(address);
-            }
-            if address > low && second.is_none_or(|s| address < s) {
-                second = Some(address);
-            }
-            seen += 1;
-            if seen > 1_000_000 {
-                break;
-            }
-        }
-        second
+            out.sort_unstable();
+            out
+        })
     }
 
     /// Parent DIE offsets of a unit, built once.
