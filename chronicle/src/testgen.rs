@@ -326,7 +326,7 @@ impl<'a> BehaviorAgent<'a> {
                 rendered
             }
         };
-        std::fs::write(&path, &rendered.text).map_err(|source| TestGenError::Write {
+        write_in(dir, &path, &rendered.text).map_err(|source| TestGenError::Write {
             path: path.clone(),
             source,
         })?;
@@ -503,6 +503,29 @@ fn json_of(v: Option<&Value>) -> String {
     v.map_or(Json::Null, |v| v.to_json()).to_string()
 }
 
+/// Writes `text` to `path`, a file directly in `dir`, without following what is there: a new
+/// file next to it, renamed over it. A symbolic link planted at `path` is replaced, and
+/// whatever it points to (outside `dir`, perhaps) is left alone.
+fn write_in(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path.file_name().expect("a file name made from a stem");
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
 /// `orders::order_total` → `orders_order_total`: a file-name-safe stem.
 fn file_stem(function: &str) -> String {
     let mut out = String::new();
@@ -636,6 +659,29 @@ mod tests {
         assert_eq!(file_stem("orders::order_total"), "orders_order_total");
         assert_eq!(file_stem("order_total"), "order_total");
         assert_eq!(file_stem("ns::f(int, char const*)"), "ns_f_int_char_const");
+        // Names that look like paths stay inside the directory.
+        assert_eq!(file_stem("../../etc/passwd"), "etc_passwd");
+        assert_eq!(file_stem("/abs/olute"), "abs_olute");
+        assert_eq!(file_stem("ns::operator/"), "ns_operator");
+        assert_eq!(file_stem(".."), "function");
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_link_planted_where_a_test_goes_is_replaced_not_followed() {
+        let dir = crate::test_util::TempDir::new();
+        let outside = dir.path().join("outside.txt");
+        std::fs::write(&outside, "keep me\n").unwrap();
+        let tests = dir.path().join("tests");
+        std::fs::create_dir(&tests).unwrap();
+        let path = tests.join("f_test.rs");
+        std::os::unix::fs::symlink(&outside, &path).unwrap();
+        write_in(&tests, &path, "generated\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep me\n");
+        assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "generated\n");
+        let left: Vec<_> = std::fs::read_dir(&tests).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file left");
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub struct Args {
     /// each run writes into a schema of its own, dropped afterwards.
     #[arg(long)]
     pub dsn: Option<String>,
-    /// `attach --ring-buffer-mb` for `lossless`.
+    /// `attach --ring-buffer-mb` for `lossless` and `overhead` (a burst of `--calls` calls is
+    /// stored whole when the ring buffer holds it: ~530 bytes per `score` call).
     #[arg(long, default_value_t = 16)]
     pub ring_mb: u32,
 }

@@ -61,12 +61,12 @@ pub fn run(args: &Args) -> Result<()> {
         let list: serde_json::Value =
             serde_json::from_slice(&listed.stdout).context("chronicle functions --json")?;
         let stored = list[0]["calls"].as_u64().unwrap_or(0);
-        // Every call is accounted for: a call whose entry was dropped is not stored, and its
-        // return was either dropped too or counted as a return without an entry; a stored
-        // call whose return was dropped is stored as unwound.
-        let entries_dropped = calls - stored;
-        let returns_dropped = run.unwound + entries_dropped - run.orphan_returns;
-        let exact = run.counted_calls == calls && run.dropped == entries_dropped + returns_dropped;
+        // Every call is accounted for: one whose entry did not fit is one dropped event (its
+        // return stays silent); one whose return did not fit is a dropped event and a record
+        // stored as unwound.
+        let exact = run.counted_calls == calls
+            && run.orphan_returns == 0
+            && run.dropped == (calls - stored) + run.unwound;
         let label = if rate == 0 {
             "as fast as it can".to_owned()
         } else {

@@ -81,7 +81,8 @@ pub fn run(args: &Args) -> Result<()> {
         let mut stored = vec![Vec::new(); conditions.len()];
         for run in 0..args.runs {
             for (i, (_, condition)) in conditions.iter().enumerate() {
-                let (ns, records) = condition.run(&chronicle, &hot, &calls, &dir, run)?;
+                let (ns, records) =
+                    condition.run(&chronicle, &hot, &calls, &dir, run, args.ring_mb)?;
                 times[i].push(ns);
                 stored[i].push(records);
             }
@@ -142,6 +143,7 @@ impl Condition {
         calls: &str,
         dir: &Path,
         run: usize,
+        ring_mb: u32,
     ) -> Result<(u64, Option<u64>)> {
         let command = format!("{} {calls} score", hot.display());
         let out = match self {
@@ -157,7 +159,8 @@ impl Condition {
                 let _ = std::fs::remove_file(&db);
                 let out = Command::new(chronicle)
                     .args(["attach", "--progress", "0", "--func", FUNCTION])
-                    .args(["--sampling-rate", &rate.to_string(), "--db"])
+                    .args(["--sampling-rate", &rate.to_string()])
+                    .args(["--ring-buffer-mb", &ring_mb.to_string(), "--db"])
                     .arg(&db)
                     .arg("--")
                     .arg(hot)
