@@ -526,7 +526,7 @@ struct PrivatePostgres {
 impl PrivatePostgres {
     /// `None` (said on stderr) where PostgreSQL is not installed, unless the environment
     /// requires it (`CHRONICLE_REQUIRE_PG=1` or `CI`), as for the other PostgreSQL tests.
-    fn start(test: &str, dir: &Path) -> Option<PrivatePostgres> {
+    fn start(test: &str) -> Option<PrivatePostgres> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .and_then(|versions| {
@@ -546,9 +546,12 @@ impl PrivatePostgres {
             eprintln!("NOT RUN: {test} needs PostgreSQL's server binaries");
             return None;
         };
-        let data = dir.join("pgdata");
-        std::fs::create_dir_all(&data).unwrap();
+        // Under /tmp: the postgres user must reach it, and the checkout may sit in a
+        // directory only root can enter (a CI clone made by `mktemp -d`).
         let port = TcpListenerPort::free();
+        let data = std::env::temp_dir().join(format!("chronicle-pg-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).unwrap();
         let server = PrivatePostgres { bin, data, port };
         let chown = Command::new("chown")
             .args(["-R", "postgres"])
@@ -566,6 +569,7 @@ impl PrivatePostgres {
         let out = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .args(command)
+            .current_dir("/")
             .output()
             .unwrap();
         assert!(
@@ -623,7 +627,9 @@ impl Drop for PrivatePostgres {
             .arg(tool)
             .args(["-m", "immediate", "stop", "-D"])
             .arg(&self.data)
+            .current_dir("/")
             .output();
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
@@ -647,9 +653,7 @@ fn postgres_down_mid_run_loses_nothing() {
     if !bpf_available(name) {
         return;
     }
-    let dir = scratch(name);
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let Some(server) = PrivatePostgres::start(name, &dir) else {
+    let Some(server) = PrivatePostgres::start(name) else {
         return;
     };
     let dsn = server.dsn();
