@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chronicle_tests::{Opt, bpf_available, build_c, chronicle_bin, export, scratch};
+use chronicle_tests::{Opt, bpf_available, build_c, chronicle_bin, chronicle_ok, export, scratch};
 use serde_json::json;
 
 unsafe extern "C" {
@@ -94,6 +94,15 @@ fn check_score_record(r: &serde_json::Value) -> i64 {
     i
 }
 
+/// N of the summary's "...; N records written to STORE".
+fn written_count(stderr: &str) -> u64 {
+    stderr
+        .split_once(" records written to ")
+        .and_then(|(before, _)| before.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no written count: {stderr}"))
+}
+
 /// The summary row of `function`: calls, stored, sampled out, unwound, dropped, fetch errors.
 fn summary_row(stderr: &str, function: &str) -> Vec<u64> {
     let row: Vec<u64> = stderr
@@ -133,11 +142,7 @@ fn stop_at_full_rate(name: &str, sig: i32) {
     assert!(status.success(), "{rest}");
     assert!(rest.contains("(interrupted)"), "{rest}");
 
-    let written: u64 = rest
-        .split_once(" records written to ")
-        .and_then(|(before, _)| before.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no written count: {rest}"));
+    let written = written_count(&rest);
     let [counted, stored, sampled_out, unwound, dropped, fetch_errors] =
         summary_row(&rest, "score")[..]
     else {
@@ -280,30 +285,18 @@ fn sigkill_leaves_a_sound_store_and_no_probes() {
     let _ = program.kill();
     let _ = program.wait();
 
-    let check = Command::new(chronicle_bin())
-        .args(["query", "--db"])
-        .arg(&db)
-        .args(["score", "--limit", "1"])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
+    chronicle_ok(&[
+        "query",
+        "--db",
+        db.to_str().unwrap(),
+        "score",
+        "--limit",
+        "1",
+    ]);
     // What the agent held in memory is gone (the batch being written, the queue to the
     // writer, unread events); what it committed is all there, without a gap.
-    let records = export(&db, "score");
-    assert!(records.len() >= 3 * 4096, "{} records", records.len());
-    let first = check_score_record(&records[0]);
-    for (k, r) in records.iter().enumerate() {
-        assert_eq!(check_score_record(r), first + k as i64, "a gap before {r}");
-    }
+    let (_, stored) = check_unbroken(&db);
+    assert!(stored >= 3 * 4096, "{stored} records");
 }
 
 /// The traced program's output and exit status are byte for byte what they are untraced,
@@ -428,8 +421,9 @@ fn trace_hot_into(store: [&str; 2], calls: u32, meanwhile: impl FnOnce()) -> (Op
     (status.code(), reader.join().unwrap())
 }
 
-/// Every stored call, checked exactly; they are the first `n` calls, in order.
-fn check_unbroken_from_zero(db: &Path) -> usize {
+/// The store passes `PRAGMA integrity_check`, and every stored call is exact and follows the
+/// one before: returns the first call's `id` argument and how many calls are stored.
+fn check_unbroken(db: &Path) -> (i64, u64) {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
@@ -438,10 +432,11 @@ fn check_unbroken_from_zero(db: &Path) -> usize {
         .unwrap();
     assert_eq!(integrity, "ok");
     let records = export(db, "score");
+    let first = records.first().map_or(0, check_score_record);
     for (k, r) in records.iter().enumerate() {
-        assert_eq!(check_score_record(r), k as i64, "{r}");
+        assert_eq!(check_score_record(r), first + k as i64, "a gap before {r}");
     }
-    records.len()
+    (first, records.len() as u64)
 }
 
 /// The disk fills while tracing and frees up again: the refused batches wait in memory and
@@ -479,7 +474,7 @@ fn a_disk_that_fills_and_frees_up_loses_nothing() {
         .unwrap_or_else(|| panic!("no refused writes reported: {stderr}"));
     assert!(retried > 0);
     assert!(stderr.contains("; 20000 records written to "), "{stderr}");
-    assert_eq!(check_unbroken_from_zero(&db), 20_000);
+    assert_eq!(check_unbroken(&db), (0, 20_000));
 }
 
 /// The disk stays full: refused records wait in memory (up to the bound; the unit tests in
@@ -497,11 +492,7 @@ fn a_disk_that_stays_full_loses_what_waits_at_the_end_and_says_so() {
     let db = disk.path.join("chronicle.db");
     let (code, stderr) = trace_hot_into(["--db", db.to_str().unwrap()], 20_000, || {});
     assert_eq!(code, Some(3), "{stderr}");
-    let written: usize = stderr
-        .split_once(" records written to ")
-        .and_then(|(before, _)| before.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no written count: {stderr}"));
+    let written = written_count(&stderr);
     let lost = 20_000 - written;
     assert!(
         stderr.contains(&format!(
@@ -512,7 +503,7 @@ fn a_disk_that_stays_full_loses_what_waits_at_the_end_and_says_so() {
     );
     assert!(stderr.contains("database or disk is full"), "{stderr}");
     assert!(written > 0 && lost > 0, "{stderr}");
-    assert_eq!(check_unbroken_from_zero(&db), written);
+    assert_eq!(check_unbroken(&db), (0, written));
 }
 
 /// A PostgreSQL server of this test's own (initdb in a scratch directory, on a free port), so
@@ -548,7 +539,7 @@ impl PrivatePostgres {
         };
         // Under /tmp: the postgres user must reach it, and the checkout may sit in a
         // directory only root can enter (a CI clone made by `mktemp -d`).
-        let port = TcpListenerPort::free();
+        let port = free_port();
         let data = std::env::temp_dir().join(format!("chronicle-pg-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).unwrap();
@@ -633,16 +624,13 @@ impl Drop for PrivatePostgres {
     }
 }
 
-struct TcpListenerPort;
-
-impl TcpListenerPort {
-    fn free() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
+/// A TCP port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// PostgreSQL goes down while the agent writes to it and comes back: the refused batches wait
