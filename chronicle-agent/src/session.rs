@@ -15,7 +15,7 @@ use chronicle::{CallRecord, Status};
 use chronicle_common::{
     COUNTERS_MAP, CapturePlan, Counters, EVENTS_MAP, EventHeader, MAX_PROBES, PLANS_MAP,
     RING_CONFIG_MAP, RingConfig, SYSCALL_ENTER_ID, SYSCALL_EXIT_ID, TRACED_PIDS_MAP, event_kind,
-    flags,
+    flags, stop,
 };
 use chronicle_symbols::dwarf::DebugInfo;
 use chronicle_symbols::elf::ElfFile;
@@ -215,6 +215,10 @@ struct Open {
 /// `MAX_URETPROBE_DEPTH`): a call entered deeper runs and returns unseen.
 const MAX_URETPROBE_DEPTH: usize = 64;
 
+/// How long calls already running when tracing stops get to return before they are
+/// recorded as unwound.
+const CLOSING_GRACE: Duration = Duration::from_millis(250);
+
 impl HasDeps for Open {
     fn deps(&mut self) -> &mut CallDeps {
         &mut self.deps
@@ -298,6 +302,7 @@ impl Session {
                 for (is_return, plan) in [(false, &function.entry), (true, &function.ret)] {
                     let id = probes.len() as u32;
                     let mut plan = *plan;
+                    plan.flags |= flags::CAPTURED;
                     if threshold != u32::MAX {
                         plan.sample_threshold = threshold;
                         plan.flags |= flags::CHECK_SKIPPED;
@@ -582,9 +587,7 @@ impl Session {
             }
         };
         if reason != StopReason::TargetExited {
-            // The target may still be calling as fast as the probes let it: stop the programs
-            // first, or draining the ring buffer would never end.
-            self.stop_programs()?;
+            self.close(sink)?;
         }
         self.drain(sink, None);
         for open in self.tracker.pairing.drain() {
@@ -606,9 +609,28 @@ impl Session {
         })
     }
 
-    /// Makes the programs return before they count or emit anything, then waits until none
-    /// that started earlier can still be writing an event.
-    fn stop_programs(&mut self) -> Result<(), AgentError> {
+    /// Stops in two steps. Closing: calls that start from now on are not traced, while
+    /// those already running get up to [`CLOSING_GRACE`] to return (a call in flight when
+    /// the user pressed Ctrl-C is recorded whole, not as unwound). Then stopped: every
+    /// program returns at once, so draining the ring buffer ends even while the target keeps
+    /// calling as fast as the probes let it.
+    fn close(&mut self, sink: &mut dyn FnMut(CallRecord)) -> Result<(), AgentError> {
+        self.set_stop_state(stop::CLOSING)?;
+        let started = Instant::now();
+        loop {
+            self.drain(sink, None);
+            if self.tracker.pairing.open_calls() == 0 || started.elapsed() >= CLOSING_GRACE {
+                break;
+            }
+            let ring_fd = self.ring.as_raw_fd();
+            sys::poll_readable(&[ring_fd], Duration::from_millis(5))?;
+        }
+        self.set_stop_state(stop::STOPPED)
+    }
+
+    /// Writes [`RingConfig::stopped`], then waits until no program that read the old value
+    /// can still be running.
+    fn set_stop_state(&mut self, state: u32) -> Result<(), AgentError> {
         let mut ring_config: Array<_, RingConfig> = Array::try_from(
             self.ebpf
                 .map_mut(RING_CONFIG_MAP)
@@ -620,7 +642,7 @@ impl Session {
             .set(
                 0,
                 RingConfig {
-                    stopped: 1,
+                    stopped: state,
                     ..config
                 },
                 0,

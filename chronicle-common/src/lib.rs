@@ -155,6 +155,23 @@ pub mod flags {
     /// Without it a syscall plan emits for every thread of the traced process (`open`,
     /// `close`, `connect`: user space keeps its descriptor table from them).
     pub const DEPENDENCY: u8 = 8;
+    /// A captured function's probe (not a dependency hook): while tracing closes
+    /// ([`super::stop::CLOSING`]) its entries leave at once, so only calls already running
+    /// are still recorded.
+    pub const CAPTURED: u8 = 16;
+}
+
+/// Values of [`RingConfig::stopped`].
+pub mod stop {
+    /// Tracing.
+    pub const TRACING: u32 = 0;
+    /// Tracing is closing: a call of a captured function that starts now is not traced (its
+    /// entry leaves before counting; its return finds the frame in the skipped-calls map),
+    /// while calls already running still reach their returns, dependencies and thread exits.
+    pub const CLOSING: u32 = 1;
+    /// Stopped: every program returns at once, so the reader can drain the ring buffer to its
+    /// end while the target keeps calling.
+    pub const STOPPED: u32 = 2;
 }
 
 /// One step of a capture plan: read memory the target can see.
@@ -344,8 +361,7 @@ pub struct RingConfig {
     /// The traced process (tgid). The syscall tracepoints see every process on the machine;
     /// comparing with this first keeps their cost to others at one array load.
     pub traced_tgid: u32,
-    /// Non-zero once tracing is stopping: the programs return at once, so that the reader can
-    /// drain the ring buffer to its end while the target keeps calling.
+    /// One of [`stop`]: user space stops in two steps, closing and then stopped.
     pub stopped: u32,
     /// Set by the programs once an entry event did not fit in the ring buffer: from then on
     /// return probes look their frame up in the skipped-calls map, so that the return of a

@@ -18,7 +18,7 @@ use chronicle_common::{
     CapturePlan, Counters, EventHeader, FetchOp, FrameKey, GP_REGS, LARGE_SLOT, LargeEvent,
     MAX_FETCH_OPS, MAX_PLANS, MAX_SAVES, MAX_SYSCALL, RingConfig, SMALL_SLOT, SYSCALL_ENTER_ID,
     SYSCALL_EXIT_ID, SYSCALL_FRAME, SavedWords, base, class, event_kind, fetch_status, flags,
-    len_from, op_kind, reg,
+    len_from, op_kind, reg, stop,
 };
 
 /// Sized by user space (`attach --ring-buffer-mb`). Events carry their header and the
@@ -88,7 +88,7 @@ pub fn chronicle_thread_exit(_ctx: RawTracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is only tested for presence.
-    if unsafe { TRACED_PIDS.get(&tgid) }.is_none() || stopped() {
+    if unsafe { TRACED_PIDS.get(&tgid) }.is_none() || stop_state() == stop::STOPPED {
         return 0;
     }
     if let Some(mut entry) = EVENTS.reserve::<EventHeader>(0) {
@@ -153,13 +153,20 @@ fn read_sp_bp_ip(regs: *const pt_regs) -> (u64, u64, u64) {
     }
 }
 
-/// Whether user space is stopping: programs then return before counting anything.
-fn stopped() -> bool {
-    RING_CONFIG.get(0).is_some_and(|c| c.stopped != 0)
+/// Where user space is in stopping ([`stop`]), `STOPPED` if the config cannot be read.
+fn stop_state() -> u32 {
+    RING_CONFIG.get(0).map_or(stop::STOPPED, |c| c.stopped)
 }
 
 fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
-    if stopped() {
+    // One read of the config per hit: whether tracing is stopping, and whether an entry was
+    // ever dropped (a flag that only goes from 0 to 1, so a stale read errs on the side of
+    // the older behaviour for this one event).
+    let Some(config) = RING_CONFIG.get(0) else {
+        return 0;
+    };
+    let (stop_state, dropped_before) = (config.stopped, config.entry_dropped != 0);
+    if stop_state == stop::STOPPED {
         return 0;
     }
     // SAFETY: the context of a uprobe program is a kprobe-type context.
@@ -167,9 +174,9 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
     let Some(counters) = counters(probe_id) else {
         return 0;
     };
-    counters.hits += 1;
     // SAFETY: plans are written whole by user space before the probe is attached.
     let Some(plan) = (unsafe { PLANS.get(&probe_id) }) else {
+        counters.hits += 1;
         counters.no_plan += 1;
         return 0;
     };
@@ -179,6 +186,14 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let frame = FrameKey { tid, _pad0: 0, cfa };
+    let closing = stop_state == stop::CLOSING;
+    if closing && kind == event_kind::ENTRY && plan.flags & flags::CAPTURED != 0 {
+        // A call that starts while tracing closes is not one of this trace's calls: it is
+        // not counted, and its return stays silent.
+        let _ = SKIPPED.insert(&frame, &1, 0);
+        return 0;
+    }
+    counters.hits += 1;
     if plan.flags & flags::DEPENDENCY != 0 && !inside_captured_call(tid, sp) {
         counters.outside += 1;
         return 0;
@@ -192,7 +207,7 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
             return 0;
         }
     }
-    let check_skipped = plan.flags & flags::CHECK_SKIPPED != 0 || entry_dropped();
+    let check_skipped = plan.flags & flags::CHECK_SKIPPED != 0 || dropped_before || closing;
     if kind == event_kind::RETURN && check_skipped {
         // SAFETY: the value is only tested for presence.
         if unsafe { SKIPPED.get(&frame) }.is_some() {
@@ -246,11 +261,6 @@ fn probe(ctx: *mut core::ffi::c_void, regs: *mut pt_regs, kind: u32) -> u32 {
     0
 }
 
-/// Whether an entry event has ever been dropped (see [`RingConfig::entry_dropped`]).
-fn entry_dropped() -> bool {
-    RING_CONFIG.get(0).is_some_and(|c| c.entry_dropped != 0)
-}
-
 /// Return probes that load saved words: the words the entry of this frame saved, removed.
 fn take_saved(kind: u32, plan: &CapturePlan, frame: &FrameKey) -> Option<SavedWords> {
     if kind != event_kind::RETURN || plan.flags & flags::LOAD_SAVED == 0 {
@@ -296,7 +306,7 @@ fn syscall(regs_ptr: *const pt_regs, kind: u32) -> u32 {
     let Some(config) = RING_CONFIG.get(0) else {
         return 0;
     };
-    if (pid_tgid >> 32) as u32 != config.traced_tgid || config.stopped != 0 {
+    if (pid_tgid >> 32) as u32 != config.traced_tgid || config.stopped == stop::STOPPED {
         return 0;
     }
     let tid = pid_tgid as u32;
