@@ -55,8 +55,15 @@ fn attach_score(pid: u32, db: &Path) -> (Child, BufReader<ChildStderr>) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    attach_traced(&["--pid", &pid.to_string(), "--func", "score"], db)
+}
+
+/// `chronicle attach ARGS --progress 0 --db DB`, once it says it is tracing (its probes
+/// are in place); the rest of its stderr is left to read.
+fn attach_traced(args: &[&str], db: &Path) -> (Child, BufReader<ChildStderr>) {
     let mut attach = Command::new(chronicle_bin())
-        .args(["attach", "--pid", &pid.to_string(), "--func", "score"])
+        .arg("attach")
+        .args(args)
         .args(["--progress", "0", "--db"])
         .arg(db)
         .stderr(Stdio::piped())
@@ -65,7 +72,7 @@ fn attach_score(pid: u32, db: &Path) -> (Child, BufReader<ChildStderr>) {
     let mut stderr = BufReader::new(attach.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
-    assert!(line.starts_with("chronicle: tracing score("), "{line}");
+    assert!(line.starts_with("chronicle: tracing "), "{line}");
     (attach, stderr)
 }
 
@@ -213,19 +220,11 @@ fn calls_running_when_tracing_stops_return_or_are_marked_unwound() {
     let service = Running::start(&inflight, &[]);
     let pid = service.pid().to_string();
     let db = dir.join("chronicle.db");
-    let mut attach = Command::new(chronicle_bin())
-        .args([
-            "attach", "--pid", &pid, "--func", "settle", "--func", "hang",
-        ])
-        .args(["--duration", "1.5", "--progress", "0", "--db"])
-        .arg(&db)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(attach.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.starts_with("chronicle: tracing "), "{line}");
+    let functions = ["--func", "settle", "--func", "hang"];
+    let (mut attach, mut stderr) = attach_traced(
+        &[&["--pid", &pid, "--duration", "1.5"], &functions[..]].concat(),
+        &db,
+    );
     // SAFETY: kill has no memory preconditions; `service` owns the pid until it is dropped.
     assert_eq!(unsafe { libc_kill(service.pid() as i32, SIGUSR1) }, 0);
     let status = wait_at_most(&mut attach, Duration::from_secs(30), "chronicle attach");
