@@ -856,6 +856,15 @@ mod tests {
     }
 
     #[test]
+    fn summary_story() {
+        let Some(schema) = PgSchema::new("storage::postgres::tests::summary_story") else {
+            return;
+        };
+        let mut storage = PostgresStorage::open(schema.dsn()).unwrap();
+        super::super::story::summary_story(&mut storage);
+    }
+
+    #[test]
     fn persists_and_migrates_once() {
         let Some(schema) = PgSchema::new("storage::postgres::tests::persists_and_migrates_once")
         else {

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_alerts.sql"),
     include_str!("../../migrations/sqlite/0004_analysis_indexes.sql"),
     include_str!("../../migrations/sqlite/0005_dependencies.sql"),
+    include_str!("../../migrations/sqlite/0006_function_summary.sql"),
 ];
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -182,6 +183,85 @@ impl SqliteStorage {
     /// The schema version: how many migrations have been applied.
     pub fn schema_version(&self) -> Result<u32, StorageError> {
         user_version(&self.conn).map_err(sqlite("reading the schema version"))
+    }
+}
+
+impl SqliteStorage {
+    /// [`Storage::call_stats`] of every call of `function`: the counts from its row of
+    /// `function_totals`, the first and last instants from the ends of the timestamp index,
+    /// the percentiles from the duration index.
+    fn function_stats(&self, function: &str) -> rusqlite::Result<CallStats> {
+        let totals = self
+            .conn
+            .prepare_cached(
+                "SELECT calls, errors, unwound, timed FROM function_totals WHERE function = ?1",
+            )?
+            .query_row([function], |row| {
+                Ok((
+                    CallStats {
+                        calls: non_negative(row, 0)?,
+                        errors: non_negative(row, 1)?,
+                        unwound: non_negative(row, 2)?,
+                        ..CallStats::default()
+                    },
+                    non_negative(row, 3)?,
+                ))
+            })
+            .optional()?;
+        let Some((mut stats, timed)) = totals else {
+            return Ok(CallStats::default());
+        };
+        // MIN and MAX apart: SQLite answers each alone from an end of the index.
+        let bound = |aggregate: &str| {
+            self.conn
+                .prepare_cached(&format!(
+                    "SELECT {aggregate}(timestamp_ns) FROM records WHERE function = ?1"
+                ))?
+                .query_row([function], |row| row.get::<_, Option<i64>>(0))
+        };
+        stats.first_seen = bound("MIN")?.map(time::from_unix_nanos);
+        stats.last_seen = bound("MAX")?.map(time::from_unix_nanos);
+        let of_function = [SqlValue::Text(function.to_owned())];
+        let ranked = DurationRanks {
+            conn: &self.conn,
+            filter: RETURNED_CALLS_OF_FUNCTION,
+            values: &of_function,
+            n: timed,
+        };
+        stats.p50_ns = ranked.percentile(50)?;
+        stats.p90_ns = ranked.percentile(90)?;
+        stats.p99_ns = ranked.percentile(99)?;
+        stats.max_ns = ranked.percentile(100)?;
+        Ok(stats)
+    }
+
+    /// The `(build ID, binary)` pairs `function` was recorded from (`function_builds`), in
+    /// the order of their earliest call; ties go to the lowest record id at that instant.
+    fn builds_in_order(&self, function: &str) -> rusqlite::Result<Vec<(String, String)>> {
+        let mut builds = self
+            .conn
+            .prepare_cached("SELECT build_id, binary FROM function_builds WHERE function = ?1")?;
+        // Both from the end of `records_function_build`, whose entries carry the rowid.
+        let mut first = self.conn.prepare_cached(
+            "SELECT timestamp_ns, MIN(id) FROM records \
+             WHERE function = ?1 AND build_id = ?2 AND binary = ?3 AND timestamp_ns = \
+             (SELECT MIN(timestamp_ns) FROM records \
+              WHERE function = ?1 AND build_id = ?2 AND binary = ?3)",
+        )?;
+        let mut ordered = Vec::new();
+        for pair in builds.query_map([function], |row| Ok((row.get(0)?, row.get(1)?)))? {
+            let (build_id, binary): (String, String) = pair?;
+            let key: (Option<i64>, Option<i64>) = first
+                .query_row([function, &build_id, &binary], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            ordered.push((key, build_id, binary));
+        }
+        ordered.sort();
+        Ok(ordered
+            .into_iter()
+            .map(|(_, build_id, binary)| (build_id, binary))
+            .collect())
     }
 }
 
@@ -365,40 +445,27 @@ impl Storage for SqliteStorage {
     }
 
     fn functions(&self) -> Result<Vec<FunctionSummary>, StorageError> {
+        // Counts and builds from the summary tables the triggers of migration 0006 keep; the
+        // first and last instants and the percentiles from the indexes.
         let read = sqlite("summarizing functions");
         let mut totals = self
             .conn
-            .prepare_cached(
-                "SELECT function, COUNT(*), SUM(status = 'error'), SUM(status = 'unwound'), \
-                 MIN(timestamp_ns), MAX(timestamp_ns) \
-                 FROM records GROUP BY function ORDER BY function",
-            )
+            .prepare_cached("SELECT function FROM function_totals ORDER BY function")
             .map_err(&read)?;
-        let mut builds = self
-            .conn
-            .prepare_cached(
-                "SELECT build_id, binary FROM records WHERE function = ?1 \
-                 GROUP BY build_id, binary ORDER BY MIN(timestamp_ns), MIN(id)",
-            )
+        let functions = totals
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(&read)?
+            .collect::<Result<Vec<_>, _>>()
             .map_err(&read)?;
-
-        let mut summaries = Vec::new();
-        let mut rows = totals.query([]).map_err(&read)?;
-        while let Some(row) = rows.next().map_err(&read)? {
-            let function: String = row.get(0).map_err(&read)?;
-            let of_function = [SqlValue::Text(function.clone())];
-            let ranked = DurationRanks::new(
-                &self.conn,
-                " WHERE function = ? AND duration_ns IS NOT NULL AND status != 'unwound'",
-                &of_function,
-            )
-            .map_err(&read)?;
+        let mut summaries = Vec::with_capacity(functions.len());
+        for function in functions {
+            let stats = self.function_stats(&function).map_err(&read)?;
+            let (Some(first_seen), Some(last_seen)) = (stats.first_seen, stats.last_seen) else {
+                continue;
+            };
             let mut build_ids = Vec::new();
             let mut binaries = Vec::new();
-            let mut seen = builds.query([&function]).map_err(&read)?;
-            while let Some(build) = seen.next().map_err(&read)? {
-                let build_id: String = build.get(0).map_err(&read)?;
-                let binary: String = build.get(1).map_err(&read)?;
+            for (build_id, binary) in self.builds_in_order(&function).map_err(&read)? {
                 if !build_id.is_empty() && !build_ids.contains(&build_id) {
                     build_ids.push(build_id);
                 }
@@ -408,13 +475,13 @@ impl Storage for SqliteStorage {
             }
             summaries.push(FunctionSummary {
                 function,
-                calls: non_negative(row, 1).map_err(&read)?,
-                errors: non_negative(row, 2).map_err(&read)?,
-                unwound: non_negative(row, 3).map_err(&read)?,
-                p50_ns: ranked.percentile(50).map_err(&read)?,
-                p99_ns: ranked.percentile(99).map_err(&read)?,
-                first_seen: time::from_unix_nanos(row.get(4).map_err(&read)?),
-                last_seen: time::from_unix_nanos(row.get(5).map_err(&read)?),
+                calls: stats.calls,
+                errors: stats.errors,
+                unwound: stats.unwound,
+                p50_ns: stats.p50_ns,
+                p99_ns: stats.p99_ns,
+                first_seen,
+                last_seen,
                 build_ids,
                 binaries,
             });
@@ -449,6 +516,17 @@ impl Storage for SqliteStorage {
 
     fn call_stats(&self, query: &RecordQuery) -> Result<CallStats, StorageError> {
         let read = sqlite("summarizing calls");
+        if let RecordQuery {
+            function: Some(function),
+            status: None,
+            since: None,
+            until: None,
+            build_id: None,
+            ..
+        } = query
+        {
+            return self.function_stats(function).map_err(read);
+        }
         let (filter, values) = filter(query);
         // Each statement reads one covering index (see migration 0004), not the records.
         let mut stats = CallStats::default();
@@ -545,18 +623,16 @@ impl Storage for SqliteStorage {
     }
 
     fn build_ids(&self, function: &str) -> Result<Vec<String>, StorageError> {
-        let read = sqlite("listing builds");
-        let mut select = self
-            .conn
-            .prepare_cached(
-                "SELECT build_id FROM records WHERE function = ?1 \
-                 GROUP BY build_id ORDER BY MIN(timestamp_ns), MIN(id)",
-            )
-            .map_err(&read)?;
-        let rows = select
-            .query_map([function], |row| row.get(0))
-            .map_err(&read)?;
-        rows.collect::<Result<_, _>>().map_err(read)
+        let builds = self
+            .builds_in_order(function)
+            .map_err(sqlite("listing builds"))?;
+        let mut build_ids: Vec<String> = Vec::new();
+        for (build_id, _) in builds {
+            if !build_ids.contains(&build_id) {
+                build_ids.push(build_id);
+            }
+        }
+        Ok(build_ids)
     }
 
     fn call_volume(
@@ -709,6 +785,11 @@ impl Storage for SqliteStorage {
     }
 }
 
+/// The calls of one function (`?`) that returned with a duration: the ones percentiles rank
+/// ([`FunctionSummary::p50_ns`]); `function_totals.timed` counts them.
+const RETURNED_CALLS_OF_FUNCTION: &str =
+    " WHERE function = ? AND duration_ns IS NOT NULL AND status != 'unwound'";
+
 /// Percentiles of the durations a filter selects, read by rank from the duration index
 /// (`records_function_duration`): SQLite steps over the index entries below the rank without
 /// returning them, instead of handing every duration to Rust to sort.
@@ -719,24 +800,7 @@ struct DurationRanks<'c> {
     n: u64,
 }
 
-impl<'c> DurationRanks<'c> {
-    /// `filter` is a `WHERE` clause that leaves out calls without a duration.
-    fn new(
-        conn: &'c Connection,
-        filter: &'c str,
-        values: &'c [SqlValue],
-    ) -> rusqlite::Result<Self> {
-        let n: i64 = conn
-            .prepare_cached(&format!("SELECT COUNT(*) FROM records{filter}"))?
-            .query_row(params_from_iter(values.iter()), |row| row.get(0))?;
-        Ok(DurationRanks {
-            conn,
-            filter,
-            values,
-            n: u64::try_from(n).unwrap_or(0),
-        })
-    }
-
+impl DurationRanks<'_> {
     /// The nearest-rank percentile `p` (100: the maximum); `None` without durations.
     fn percentile(&self, p: u32) -> rusqlite::Result<Option<u64>> {
         let Some(rank) = percentile_rank(self.n, p) else {
@@ -771,6 +835,13 @@ mod tests {
         let dir = TempDir::new();
         let mut storage = SqliteStorage::open(&dir.path().join("chronicle.db")).unwrap();
         super::super::story::story(&mut storage);
+    }
+
+    #[test]
+    fn summary_story() {
+        let dir = TempDir::new();
+        let mut storage = SqliteStorage::open(&dir.path().join("chronicle.db")).unwrap();
+        super::super::story::summary_story(&mut storage);
     }
 
     #[test]
@@ -931,6 +1002,46 @@ mod tests {
             (records[0].function.as_str(), records[0].after.len()),
             ("f", 0)
         );
+    }
+
+    #[test]
+    fn upgrading_to_the_summary_tables_counts_the_records_already_stored() {
+        let dir = TempDir::new();
+        let path = dir.path().join("chronicle.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            // Three functions, two builds, every status, equal start times.
+            for i in 0..40_i64 {
+                let function = ["f", "g", "h"][(i % 3) as usize];
+                let (build, binary) = if i % 4 == 0 {
+                    ("b1", "/bin/b1")
+                } else {
+                    ("", "/bin/dev")
+                };
+                let status = ["ok", "error", "unwound", "ok", "ok"][(i % 5) as usize];
+                let duration = (status != "unwound").then_some(i * 7 % 13);
+                conn.execute(
+                    "INSERT INTO records (function, binary, build_id, pid, tid, timestamp_ns, \
+                     duration_ns, status, args, ret, unavailable, replayable) \
+                     VALUES (?1, ?2, ?3, 1, 1, ?4, ?5, ?6, '[]', NULL, '[]', 1)",
+                    params![function, binary, build, 1000 - i / 2, duration, status],
+                )
+                .unwrap();
+            }
+        }
+        let mut storage = SqliteStorage::open(&path).unwrap();
+        let expected = crate::storage::story::summaries_from_records(&storage);
+        assert_eq!(expected.len(), 3);
+        assert_eq!(storage.functions().unwrap(), expected);
+        storage
+            .insert(&mut [crate::storage::story::record("g", -5, 1)])
+            .unwrap();
+        let expected = crate::storage::story::summaries_from_records(&storage);
+        assert_eq!(storage.functions().unwrap(), expected);
     }
 
     #[test]

@@ -544,3 +544,163 @@ fn analysis(storage: &mut dyn Storage) {
         vec![]
     );
 }
+
+/// What [`Storage::functions`] must say, worked out from every stored record: counts,
+/// nearest-rank percentiles of the calls that returned, first and last start, and the builds
+/// and binaries in the order of their earliest call (ties: the lowest id at that instant).
+pub(crate) fn summaries_from_records(storage: &dyn Storage) -> Vec<FunctionSummary> {
+    use std::collections::BTreeMap;
+    let all = storage.records(&RecordQuery::default()).unwrap();
+    let mut by_function: BTreeMap<&str, Vec<&CallRecord>> = BTreeMap::new();
+    for r in &all {
+        by_function.entry(&r.function).or_default().push(r);
+    }
+    by_function
+        .into_iter()
+        .map(|(function, calls)| {
+            let mut durations: Vec<u64> = calls
+                .iter()
+                .filter(|r| r.status != Status::Unwound)
+                .filter_map(|r| r.duration_ns)
+                .collect();
+            durations.sort_unstable();
+            // (earliest start, lowest id then) of each (build, binary).
+            let mut builds: BTreeMap<(&str, &str), (SystemTime, i64)> = BTreeMap::new();
+            for r in &calls {
+                let first = (r.timestamp, r.id.unwrap());
+                builds
+                    .entry((&r.build_id, &r.binary))
+                    .and_modify(|seen| *seen = (*seen).min(first))
+                    .or_insert(first);
+            }
+            let mut builds: Vec<_> = builds.into_iter().collect();
+            builds.sort_by_key(|&(_, first)| first);
+            let mut build_ids: Vec<String> = Vec::new();
+            let mut binaries: Vec<String> = Vec::new();
+            for ((build_id, binary), _) in builds {
+                if !build_id.is_empty() && !build_ids.iter().any(|b| b == build_id) {
+                    build_ids.push(build_id.to_owned());
+                }
+                if !binaries.iter().any(|b| b == binary) {
+                    binaries.push(binary.to_owned());
+                }
+            }
+            let count = |status| calls.iter().filter(|r| r.status == status).count() as u64;
+            FunctionSummary {
+                function: function.to_owned(),
+                calls: calls.len() as u64,
+                errors: count(Status::Error),
+                unwound: count(Status::Unwound),
+                p50_ns: super::percentile(&durations, 50),
+                p99_ns: super::percentile(&durations, 99),
+                first_seen: calls.iter().map(|r| r.timestamp).min().unwrap(),
+                last_seen: calls.iter().map(|r| r.timestamp).max().unwrap(),
+                build_ids,
+                binaries,
+            }
+        })
+        .collect()
+}
+
+/// The summaries agree with the records after every change: inserts in and out of time
+/// order, equal start times, several builds and binaries, and deletes (by age, by count)
+/// that take a function's or a build's first or last call, or all of them.
+#[track_caller]
+fn check_summaries(storage: &dyn Storage, step: &str) {
+    let expected = summaries_from_records(storage);
+    let got = storage.functions().unwrap();
+    assert_eq!(got, expected, "after {step}");
+    for summary in &expected {
+        let stats = storage.call_stats(&query(&summary.function)).unwrap();
+        let all = storage.records(&query(&summary.function)).unwrap();
+        let mut durations: Vec<u64> = all
+            .iter()
+            .filter(|r| r.status != Status::Unwound)
+            .filter_map(|r| r.duration_ns)
+            .collect();
+        durations.sort_unstable();
+        let want = CallStats {
+            calls: summary.calls,
+            errors: summary.errors,
+            unwound: summary.unwound,
+            p50_ns: summary.p50_ns,
+            p90_ns: super::percentile(&durations, 90),
+            p99_ns: summary.p99_ns,
+            max_ns: durations.last().copied(),
+            first_seen: Some(summary.first_seen),
+            last_seen: Some(summary.last_seen),
+        };
+        assert_eq!(stats, want, "{} after {step}", summary.function);
+    }
+}
+
+/// Runs the summary story against `storage`, which must be empty.
+pub(crate) fn summary_story(storage: &mut dyn Storage) {
+    let call = |function: &str, secs: i64, duration: u64, status: Status, build: usize| {
+        let mut r = record(function, secs, duration);
+        r.status = status;
+        if status == Status::Unwound {
+            r.duration_ns = None;
+            r.ret = None;
+        }
+        (r.build_id, r.binary) = match build {
+            0 => (BUILD_A.into(), "/usr/bin/orders".into()),
+            1 => (BUILD_B.into(), "/opt/orders-v2".into()),
+            // A binary without a build ID, and the first build under another path.
+            2 => (String::new(), "/tmp/orders-dev".into()),
+            _ => (BUILD_A.into(), "/srv/orders".into()),
+        };
+        r
+    };
+    use Status::{Error, Ok, Unwound};
+    let mut first = vec![
+        call(PROCESS, 10, 500, Ok, 0),
+        call(PROCESS, 10, 700, Error, 1),
+        call(PROCESS, 11, 300, Ok, 0),
+        call(PROCESS, 12, 0, Unwound, 2),
+        call(PROCESS, 14, 900, Ok, 3),
+        call(VALIDATE, 10, 50, Ok, 0),
+        call(VALIDATE, 13, 60, Unwound, 0),
+        call("cache::get", 20, 5, Ok, 1),
+        call("cache::get", 20, 7, Error, 1),
+    ];
+    storage.insert(&mut first).unwrap();
+    check_summaries(storage, "the first batch");
+    // Older calls arriving later (another agent's batch), one with the same start as the
+    // first build's first call.
+    let mut second = vec![
+        call(PROCESS, 5, 100, Ok, 1),
+        call(PROCESS, 10, 200, Ok, 2),
+        call(VALIDATE, 30, 40, Error, 3),
+        call("cache::get", 20, 9, Ok, 0),
+    ];
+    storage.insert(&mut second).unwrap();
+    check_summaries(storage, "older calls");
+    // Takes PROCESS's first call (build 1 moves to its next one) and nothing else.
+    assert_eq!(storage.delete_before(at(10)).unwrap(), 1);
+    check_summaries(storage, "deleting the oldest call");
+    // Takes the calls at 10 s: first calls of PROCESS, VALIDATE and builds 0 and 2.
+    assert_eq!(storage.delete_before(at(11)).unwrap(), 4);
+    check_summaries(storage, "deleting first calls");
+    // Keeps PROCESS's two newest: its last build stays, the unwound call goes.
+    assert_eq!(storage.keep_newest(PROCESS, 2).unwrap(), 1);
+    check_summaries(storage, "keeping the newest");
+    assert_eq!(storage.keep_newest("cache::get", 0).unwrap(), 3);
+    check_summaries(storage, "emptying a function");
+    assert!(
+        storage
+            .functions()
+            .unwrap()
+            .iter()
+            .all(|f| f.function != "cache::get")
+    );
+    assert_eq!(
+        storage.call_stats(&query("cache::get")).unwrap(),
+        CallStats::default()
+    );
+    storage.delete_before(at(1000)).unwrap();
+    assert_eq!(storage.functions().unwrap(), vec![]);
+    let mut again = vec![call(VALIDATE, 40, 10, Ok, 1)];
+    storage.insert(&mut again).unwrap();
+    check_summaries(storage, "a new call in an emptied store");
+}
