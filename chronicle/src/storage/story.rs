@@ -150,6 +150,27 @@ pub(crate) fn story(storage: &mut dyn Storage) {
     );
     let [rich, failed, unwound, newer, tie] = <[CallRecord; 5]>::try_from(batch).unwrap();
 
+    // Slowest first; equal durations in insertion order; calls that never returned last.
+    let slowest = |limit| RecordQuery {
+        order: RecordOrder::Slowest,
+        limit,
+        ..RecordQuery::default()
+    };
+    assert_eq!(
+        storage.records(&slowest(None)).unwrap(),
+        vec![
+            rich.clone(),
+            newer.clone(),
+            failed.clone(),
+            tie.clone(),
+            unwound.clone()
+        ]
+    );
+    assert_eq!(
+        storage.records(&slowest(Some(4))).unwrap(),
+        vec![rich.clone(), newer.clone(), failed.clone(), tie.clone()]
+    );
+
     // Queries: oldest first, exact values back.
     assert_eq!(
         storage.records(&query(PROCESS)).unwrap(),
