@@ -19,7 +19,7 @@ use super::{
     StorageError, changed_output, outcome_group, percentile_rank,
 };
 use crate::limits::Alert;
-use crate::record::CallRecord;
+use crate::record::{CallRecord, Status};
 use crate::time;
 use std::time::SystemTime;
 
@@ -184,6 +184,44 @@ impl SqliteStorage {
     pub fn schema_version(&self) -> Result<u32, StorageError> {
         user_version(&self.conn).map_err(sqlite("reading the schema version"))
     }
+}
+
+/// Adds a batch of inserted records to `function_totals` and `function_builds` (migration
+/// 0006), in the insert's transaction: one statement per function and per build.
+fn add_to_summaries(
+    tx: &rusqlite::Transaction<'_>,
+    records: &[CallRecord],
+) -> rusqlite::Result<()> {
+    use std::collections::BTreeMap;
+    let mut totals: BTreeMap<&str, [i64; 4]> = BTreeMap::new();
+    let mut builds: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
+    for r in records {
+        let [calls, errors, unwound, timed] = totals.entry(&r.function).or_default();
+        *calls += 1;
+        *errors += i64::from(r.status == Status::Error);
+        *unwound += i64::from(r.status == Status::Unwound);
+        *timed += i64::from(r.status != Status::Unwound && r.duration_ns.is_some());
+        *builds
+            .entry((&r.function, &r.build_id, &r.binary))
+            .or_default() += 1;
+    }
+    let mut add_totals = tx.prepare_cached(
+        "INSERT INTO function_totals VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (function) DO UPDATE SET calls = calls + excluded.calls, \
+         errors = errors + excluded.errors, unwound = unwound + excluded.unwound, \
+         timed = timed + excluded.timed",
+    )?;
+    for (function, [calls, errors, unwound, timed]) in totals {
+        add_totals.execute(params![function, calls, errors, unwound, timed])?;
+    }
+    let mut add_builds = tx.prepare_cached(
+        "INSERT INTO function_builds VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (function, build_id, binary) DO UPDATE SET calls = calls + excluded.calls",
+    )?;
+    for ((function, build_id, binary), calls) in builds {
+        add_builds.execute(params![function, build_id, binary, calls])?;
+    }
+    Ok(())
 }
 
 impl SqliteStorage {
@@ -457,6 +495,7 @@ impl Storage for SqliteStorage {
                 ids.push(tx.last_insert_rowid());
             }
         }
+        add_to_summaries(&tx, records).map_err(&write)?;
         tx.commit().map_err(&write)?;
         // Only now: a failed transaction must not leave ids on records that were not stored.
         for (record, id) in records.iter_mut().zip(ids) {
@@ -466,8 +505,8 @@ impl Storage for SqliteStorage {
     }
 
     fn functions(&self) -> Result<Vec<FunctionSummary>, StorageError> {
-        // Counts and builds from the summary tables the triggers of migration 0006 keep; the
-        // first and last instants and the percentiles from the indexes.
+        // Counts and builds from the summary tables of migration 0006 (kept by `insert` and a
+        // delete trigger); the first and last instants and the percentiles from the indexes.
         let read = sqlite("summarizing functions");
         let mut totals = self
             .conn
