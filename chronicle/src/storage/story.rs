@@ -566,6 +566,17 @@ fn analysis(storage: &mut dyn Storage) {
     );
 }
 
+/// The durations of the calls that returned, sorted: what percentiles rank.
+fn returned_durations<'a>(calls: impl IntoIterator<Item = &'a CallRecord>) -> Vec<u64> {
+    let mut durations: Vec<u64> = calls
+        .into_iter()
+        .filter(|r| r.status != Status::Unwound)
+        .filter_map(|r| r.duration_ns)
+        .collect();
+    durations.sort_unstable();
+    durations
+}
+
 /// What [`Storage::functions`] must say, worked out from every stored record: counts,
 /// nearest-rank percentiles of the calls that returned, first and last start, and the builds
 /// and binaries in the order of their earliest call (ties: the lowest id at that instant).
@@ -579,12 +590,7 @@ pub(crate) fn summaries_from_records(storage: &dyn Storage) -> Vec<FunctionSumma
     by_function
         .into_iter()
         .map(|(function, calls)| {
-            let mut durations: Vec<u64> = calls
-                .iter()
-                .filter(|r| r.status != Status::Unwound)
-                .filter_map(|r| r.duration_ns)
-                .collect();
-            durations.sort_unstable();
+            let durations = returned_durations(calls.iter().copied());
             // (earliest start, lowest id then) of each (build, binary).
             let mut builds: BTreeMap<(&str, &str), (SystemTime, i64)> = BTreeMap::new();
             for r in &calls {
@@ -634,12 +640,7 @@ fn check_summaries(storage: &dyn Storage, step: &str) {
     for summary in &expected {
         let stats = storage.call_stats(&query(&summary.function)).unwrap();
         let all = storage.records(&query(&summary.function)).unwrap();
-        let mut durations: Vec<u64> = all
-            .iter()
-            .filter(|r| r.status != Status::Unwound)
-            .filter_map(|r| r.duration_ns)
-            .collect();
-        durations.sort_unstable();
+        let durations = returned_durations(&all);
         let want = CallStats {
             calls: summary.calls,
             errors: summary.errors,
