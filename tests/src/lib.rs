@@ -506,3 +506,61 @@ pub fn build_orders_rust(variant: OrdersVariant) -> OrdersRust {
     });
     OrdersRust { service, rlib }
 }
+
+/// A tmpfs of a given size mounted for one test (needs root), unmounted when dropped: a disk
+/// that fills up, or a read-only file system.
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: PathBuf, kib: u32) -> Tmpfs {
+        std::fs::create_dir_all(&path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs at {}", path.display());
+        Tmpfs { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes the file system read-only from now on.
+    pub fn remount_read_only(&self) {
+        let status = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "remount {} read-only",
+            self.path.display()
+        );
+    }
+
+    /// Whether the file system has no room left for another page.
+    pub fn full(&self) -> bool {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        let avail: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap();
+        avail < 8192
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}

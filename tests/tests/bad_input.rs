@@ -9,7 +9,7 @@ use chronicle::storage::Storage;
 use chronicle::storage::sqlite::SqliteStorage;
 use chronicle::{CallRecord, Status, Value};
 use chronicle_tests::{
-    Opt, Running, bpf_available, build_c, build_cpp, build_id, build_ledger, chronicle,
+    Opt, Running, Tmpfs, bpf_available, build_c, build_cpp, build_id, build_ledger, chronicle,
     chronicle_ok, export, scratch,
 };
 use serde_json::json;
@@ -815,4 +815,102 @@ fn a_kernel_without_bpf_or_uprobes_says_what_it_lacks() {
         );
     }
     assert_record_kept(&db);
+}
+
+/// A store on a read-only file system: readers read it as it is; a capture into it, or into a
+/// new file beside it, is refused before it starts, saying what to do. A store that cannot be
+/// read whole that way (calls still in its write-ahead log, an older schema that would need
+/// upgrading) is refused rather than read without them.
+#[test]
+fn a_store_on_a_read_only_file_system_is_read_never_written() {
+    let name = "read_only_store";
+    let dir = scratch(name);
+    let disk = Tmpfs::mount(dir.join("ro"), 4 * 1024);
+    let db = store_with_a_record(disk.path());
+    let old = store_with_a_record(&make_dir(disk.path().join("old")));
+    rusqlite::Connection::open(&old)
+        .unwrap()
+        .execute_batch(
+            "DROP TRIGGER records_summary_delete; DROP TABLE function_totals; \
+             DROP TABLE function_builds; PRAGMA user_version = 5;",
+        )
+        .unwrap();
+    // A copy taken while a writer still had calls in the log.
+    let logged = make_dir(disk.path().join("logged")).join("chronicle.db");
+    {
+        let source = store_with_a_record(&make_dir(dir.join("writer")));
+        let writer = rusqlite::Connection::open(&source).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA wal_autocheckpoint = 0; \
+                 INSERT INTO records (function, binary, build_id, pid, tid, timestamp_ns, \
+                 duration_ns, status, args, ret, unavailable, replayable) \
+                 VALUES ('kept', '/bin/kept', 'ab', 1, 1, 1, 5, 'ok', '[]', NULL, '[]', 1);",
+            )
+            .unwrap();
+        for suffix in ["", "-wal"] {
+            std::fs::copy(
+                format!("{}{suffix}", source.display()),
+                format!("{}{suffix}", logged.display()),
+            )
+            .unwrap();
+        }
+    }
+    disk.remount_read_only();
+
+    assert_record_kept(&db);
+    let listed = chronicle_ok(&["functions", "--db", db.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("\nkept "));
+    let stderr = usage_error(&["functions", "--db", old.to_str().unwrap()]);
+    assert_eq!(
+        stderr,
+        format!(
+            "chronicle: database {} is read-only and has schema version 5; this chronicle \
+             reads version 6: copy it somewhere writable and read the copy (that upgrades it)\n",
+            old.display()
+        )
+    );
+    let stderr = usage_error(&["functions", "--db", logged.to_str().unwrap()]);
+    assert_eq!(
+        stderr,
+        format!(
+            "chronicle: database {0} is on a read-only file system with calls still in its \
+             write-ahead log ({0}-wal); copy both files somewhere writable and read the copy\n",
+            logged.display()
+        )
+    );
+
+    if !bpf_available(name) {
+        return;
+    }
+    let bank = build_c("bank", Opt::O0);
+    let service = Running::start(&bank, &["--interval-ms", "20"]);
+    let pid = service.pid().to_string();
+    let new = disk.path().join("new.db");
+    for target in [&db, &new] {
+        let stderr = usage_error(&[
+            "attach",
+            "--pid",
+            &pid,
+            "--func",
+            "transfer",
+            "--db",
+            target.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            stderr,
+            format!(
+                "chronicle: database {} cannot be written (Read-only file system (os error \
+                 30)); choose a --db path on a writable file system, where this user may write\n",
+                target.display()
+            )
+        );
+    }
+    assert!(!new.exists());
+    assert_record_kept(&db);
+}
+
+fn make_dir(path: PathBuf) -> PathBuf {
+    std::fs::create_dir_all(&path).unwrap();
+    path
 }

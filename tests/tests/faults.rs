@@ -7,7 +7,7 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chronicle_tests::{
-    Opt, Running, bpf_available, build_c, chronicle_bin, chronicle_ok, export, scratch,
+    Opt, Running, Tmpfs, bpf_available, build_c, chronicle_bin, chronicle_ok, export, scratch,
 };
 use serde_json::json;
 
@@ -440,45 +440,6 @@ fn the_traced_program_behaves_exactly_as_untraced() {
     }
 }
 
-/// A tmpfs of `kib` KiB mounted for one test, unmounted when dropped.
-struct SmallDisk {
-    path: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: std::path::PathBuf, kib: u32) -> SmallDisk {
-        std::fs::create_dir_all(&path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount a tmpfs at {}", path.display());
-        SmallDisk { path }
-    }
-
-    /// Whether the file system has no room left for another page.
-    fn full(&self) -> bool {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(&self.path)
-            .output()
-            .unwrap();
-        let avail: u64 = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap();
-        avail < 8192
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
-
 /// Traces `hot CALLS score 10000` (10 000 calls a second) into `store` (`--db PATH` or
 /// `--dsn DSN`), calling `meanwhile` while it runs; returns the exit code and stderr.
 fn trace_hot_into(store: [&str; 2], calls: u32, meanwhile: impl FnOnce()) -> (Option<i32>, String) {
@@ -532,10 +493,10 @@ fn a_disk_that_fills_and_frees_up_loses_nothing() {
     }
     let dir = scratch(name);
     // Room for about one batch of 4 096 records (~1.3 MB with its indexes and log).
-    let disk = SmallDisk::mount(dir.join("disk"), 16 * 1024);
-    let filler = disk.path.join("filler");
+    let disk = Tmpfs::mount(dir.join("disk"), 16 * 1024);
+    let filler = disk.path().join("filler");
     std::fs::write(&filler, vec![7u8; 14 * 1024 * 1024 + 512 * 1024]).unwrap();
-    let db = disk.path.join("chronicle.db");
+    let db = disk.path().join("chronicle.db");
     let (code, stderr) = trace_hot_into(["--db", db.to_str().unwrap()], 20_000, || {
         let started = Instant::now();
         while !disk.full() {
@@ -571,8 +532,8 @@ fn a_disk_that_stays_full_loses_what_waits_at_the_end_and_says_so() {
     }
     let dir = scratch(name);
     // Room for a batch or two: the rest wait in memory until the end, and are lost then.
-    let disk = SmallDisk::mount(dir.join("disk"), 3 * 1024);
-    let db = disk.path.join("chronicle.db");
+    let disk = Tmpfs::mount(dir.join("disk"), 3 * 1024);
+    let db = disk.path().join("chronicle.db");
     let (code, stderr) = trace_hot_into(["--db", db.to_str().unwrap()], 20_000, || {});
     assert_eq!(code, Some(3), "{stderr}");
     let written = written_count(&stderr);

@@ -285,7 +285,30 @@ pub enum StorageError {
         found: u32,
         supported: u32,
     },
-    #[error("cannot create database {}: {source}", path.display())]
+    #[error(
+        "database {} cannot be written ({reason}); choose a --db path on a writable file \
+         system, where this user may write",
+        path.display()
+    )]
+    ReadOnly { path: PathBuf, reason: String },
+    #[error(
+        "database {} is read-only and has schema version {found}; this chronicle reads \
+         version {supported}: copy it somewhere writable and read the copy (that upgrades it)",
+        path.display()
+    )]
+    ReadOnlyOutdated {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "database {} is on a read-only file system with calls still in its write-ahead log \
+         ({}-wal); copy both files somewhere writable and read the copy",
+        path.display(),
+        path.display()
+    )]
+    UnmergedLog { path: PathBuf },
+    #[error("cannot create database {}", path.display())]
     Create {
         path: PathBuf,
         #[source]

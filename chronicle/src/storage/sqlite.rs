@@ -90,6 +90,12 @@ impl SqliteStorage {
             if let Err(source) = create_private_file(path)
                 && source.kind() != std::io::ErrorKind::AlreadyExists
             {
+                if not_writable(&source) {
+                    return Err(StorageError::ReadOnly {
+                        path: path.to_owned(),
+                        reason: source.to_string(),
+                    });
+                }
                 return Err(StorageError::Create {
                     path: path.to_owned(),
                     source,
@@ -115,7 +121,88 @@ impl SqliteStorage {
         &self.path
     }
 
+    /// Opens for reading and writing. A store SQLite cannot open that way because the file
+    /// or its file system is read-only is opened read-only and unchanged (`immutable`) for a
+    /// reader (`create` empty), and refused with [`StorageError::ReadOnly`] for a writer.
     fn open_with(path: &Path, create: OpenFlags) -> Result<Self, StorageError> {
+        let writer = !create.is_empty();
+        let opened = Self::open_read_write(path, create);
+        let refused = match &opened {
+            // A WAL store on a read-only file system cannot even be read this way: SQLite
+            // must create its shared-memory file.
+            Err(StorageError::Open { source, .. })
+                if source.sqlite_error_code() == Some(ErrorCode::CannotOpen) =>
+            {
+                write_refused(path)
+            }
+            // SQLite opened it read-only by itself (the file is not writable).
+            Ok(storage)
+                if writer && storage.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) =>
+            {
+                Some(write_refused(path).unwrap_or_else(|| "the file is read-only".into()))
+            }
+            _ => None,
+        };
+        match refused {
+            Some(reason) if writer => Err(StorageError::ReadOnly {
+                path: path.to_owned(),
+                reason,
+            }),
+            Some(_) if opened.is_err() => Self::open_immutable(path),
+            _ => opened,
+        }
+    }
+
+    /// A reader's view of a store that cannot be written: SQLite is told the file will not
+    /// change (`immutable=1`), so it needs no lock or shared-memory file beside it.
+    fn open_immutable(path: &Path) -> Result<Self, StorageError> {
+        let open_error = |source: rusqlite::Error| StorageError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        // An immutable reader ignores the write-ahead log: calls still in it would be missing.
+        let mut log = path.as_os_str().to_owned();
+        log.push("-wal");
+        if std::fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
+            return Err(StorageError::UnmergedLog {
+                path: path.to_owned(),
+            });
+        }
+        let uri = format!("file:{}?immutable=1", uri_path(path));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(uri, flags).map_err(open_error)?;
+        let tables = table_names(&conn).map_err(open_error)?;
+        if !is_chronicle_store(&conn).map_err(open_error)? {
+            return Err(StorageError::ForeignDatabase {
+                path: path.to_owned(),
+                tables,
+            });
+        }
+        let supported = u32::try_from(MIGRATIONS.len()).expect("a few migrations");
+        let found = user_version(&conn).map_err(open_error)?;
+        let path = path.to_owned();
+        if found > supported {
+            return Err(StorageError::NewerSchema {
+                path,
+                found,
+                supported,
+            });
+        }
+        if found < supported {
+            return Err(StorageError::ReadOnlyOutdated {
+                path,
+                found,
+                supported,
+            });
+        }
+        conn.pragma_update(None, "cache_size", -8192)
+            .map_err(sqlite("setting the cache size"))?;
+        Ok(SqliteStorage { conn, path })
+    }
+
+    fn open_read_write(path: &Path, create: OpenFlags) -> Result<Self, StorageError> {
         // Without SQLITE_OPEN_URI, so that a file named `file:x` is just a file.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | create;
         let open_error = |source: rusqlite::Error| match source.sqlite_error_code() {
@@ -322,6 +409,39 @@ impl SqliteStorage {
             .map(|(_, build_id, binary)| (build_id, binary))
             .collect())
     }
+}
+
+/// Why `path`, which exists, cannot be opened for writing (a read-only file system, no
+/// permission); `None` when it can.
+fn write_refused(path: &Path) -> Option<String> {
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Err(e) if not_writable(&e) => Some(e.to_string()),
+        _ => None,
+    }
+}
+
+fn not_writable(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+    )
+}
+
+/// `path` as the path of a `file:` URI: bytes other than unreserved ones and `/` escaped.
+fn uri_path(path: &Path) -> String {
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let bytes = path.to_string_lossy().into_owned().into_bytes();
+    let mut uri = String::new();
+    for &byte in &bytes {
+        if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {
+            uri.push(char::from(byte));
+        } else {
+            uri.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    uri
 }
 
 /// The tables of a database, by name.
@@ -1096,6 +1216,13 @@ mod tests {
             .unwrap();
         let expected = crate::storage::story::summaries_from_records(&storage);
         assert_eq!(storage.functions().unwrap(), expected);
+    }
+
+    #[test]
+    fn uri_paths_escape_what_a_uri_would_read() {
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(b"/data/a b?c#d%e\xff/x.db"));
+        assert_eq!(uri_path(path), "/data/a%20b%3Fc%23d%25e%FF/x.db");
     }
 
     #[test]
