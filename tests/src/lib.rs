@@ -543,7 +543,9 @@ impl Tmpfs {
         );
     }
 
-    /// Whether the file system has no room left for another page.
+    /// Whether the file system has no room left for SQLite to grow its files: under
+    /// 64 KiB (its shared-memory file grows 32 KiB at a time, so a write can be refused
+    /// with more than a page free).
     pub fn full(&self) -> bool {
         let out = Command::new("df")
             .args(["--output=avail", "-B1"])
@@ -555,7 +557,7 @@ impl Tmpfs {
             .nth(1)
             .and_then(|l| l.trim().parse().ok())
             .unwrap();
-        avail < 8192
+        avail < 64 * 1024
     }
 }
 
