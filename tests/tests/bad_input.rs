@@ -57,6 +57,24 @@ fn usage_error(args: &[&str]) -> String {
     stderr
 }
 
+/// `chronicle attach --pid P --func transfer --db DB` on a running `bank` (or a binary made
+/// from it), which must be refused as bad input: its stderr.
+fn capture_refused(bank: &Path, db: &Path) -> String {
+    let service = Running::start(bank, &["--interval-ms", "20"]);
+    let pid = service.pid().to_string();
+    usage_error(&[
+        "attach",
+        "--pid",
+        &pid,
+        "--func",
+        "transfer",
+        "--duration",
+        "0.5",
+        "--db",
+        db.to_str().unwrap(),
+    ])
+}
+
 fn run(program: &str, args: &[&str]) {
     let out = Command::new(program).args(args).output().unwrap();
     assert!(
@@ -190,20 +208,7 @@ fn check_refused_unchanged(db: &Path, expect: &str) {
         let stderr = usage_error(args);
         assert_eq!(stderr, format!("chronicle: {expect}\n"), "{args:?}");
     }
-    let bank = build_c("bank", Opt::O0);
-    let service = Running::start(&bank, &["--interval-ms", "20"]);
-    let pid = service.pid().to_string();
-    let stderr = usage_error(&[
-        "attach",
-        "--pid",
-        &pid,
-        "--func",
-        "transfer",
-        "--duration",
-        "0.5",
-        "--db",
-        db_arg,
-    ]);
+    let stderr = capture_refused(&build_c("bank", Opt::O0), db);
     assert_eq!(stderr, format!("chronicle: {expect}\n"));
     assert_eq!(
         std::fs::read(db).unwrap(),
@@ -257,13 +262,8 @@ fn a_corrupt_or_foreign_database_is_refused_and_left_unchanged() {
     assert!(bytes.len() > 2 * page_size, "{} bytes", bytes.len());
     bytes[page_size..].fill(0x5a);
     std::fs::write(&damaged, &bytes).unwrap();
-    let bank = build_c("bank", Opt::O0);
-    let service = Running::start(&bank, &["--interval-ms", "20"]);
-    let pid = service.pid().to_string();
     let db_arg = damaged.to_str().unwrap();
-    let stderr = usage_error(&[
-        "attach", "--pid", &pid, "--func", "transfer", "--db", db_arg,
-    ]);
+    let stderr = capture_refused(&build_c("bank", Opt::O0), &damaged);
     let expected_end = format!(
         "); nothing was written to it: restore a copy, recover it (`sqlite3 {db_arg} \
          .recover`), or choose another path\n"
@@ -280,7 +280,6 @@ fn a_corrupt_or_foreign_database_is_refused_and_left_unchanged() {
         stderr.contains("database disk image is malformed"),
         "{stderr}"
     );
-    drop(service);
     assert_eq!(std::fs::read(&damaged).unwrap(), bytes);
     // Another program's SQLite database, even one with a `records` table.
     let app = dir.join("app.db");
@@ -745,18 +744,8 @@ fn a_go_program_is_refused_before_any_probe() {
             bank.to_str().unwrap(),
         ],
     );
-    let service = Running::start(&bank, &["--interval-ms", "20"]);
-    let pid = service.pid().to_string();
     let db = store_with_a_record(&dir);
-    let stderr = usage_error(&[
-        "attach",
-        "--pid",
-        &pid,
-        "--func",
-        "transfer",
-        "--db",
-        db.to_str().unwrap(),
-    ]);
+    let stderr = capture_refused(&bank, &db);
     assert_eq!(
         stderr,
         format!(
@@ -884,19 +873,9 @@ fn a_store_on_a_read_only_file_system_is_read_never_written() {
         return;
     }
     let bank = build_c("bank", Opt::O0);
-    let service = Running::start(&bank, &["--interval-ms", "20"]);
-    let pid = service.pid().to_string();
     let new = disk.path().join("new.db");
     for target in [&db, &new] {
-        let stderr = usage_error(&[
-            "attach",
-            "--pid",
-            &pid,
-            "--func",
-            "transfer",
-            "--db",
-            target.to_str().unwrap(),
-        ]);
+        let stderr = capture_refused(&bank, target);
         assert_eq!(
             stderr,
             format!(
