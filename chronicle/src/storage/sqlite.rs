@@ -333,10 +333,10 @@ impl SqliteStorage {
         Ok(records)
     }
 
-    /// [`Storage::call_stats`] of every call of `function`: the counts from its row of
-    /// `function_totals`, the first and last instants from the ends of the timestamp index,
-    /// the percentiles from the duration index.
-    fn function_stats(&self, function: &str) -> rusqlite::Result<CallStats> {
+    /// The counts of every call of `function` (its row of `function_totals`) and its first
+    /// and last instants (the ends of the timestamp index), without percentiles; and how many
+    /// of its calls returned with a duration. `None` when none is stored.
+    fn function_totals(&self, function: &str) -> rusqlite::Result<Option<(CallStats, u64)>> {
         let totals = self
             .conn
             .prepare_cached(
@@ -355,7 +355,7 @@ impl SqliteStorage {
             })
             .optional()?;
         let Some((mut stats, timed)) = totals else {
-            return Ok(CallStats::default());
+            return Ok(None);
         };
         // MIN and MAX apart: SQLite answers each alone from an end of the index.
         let bound = |aggregate: &str| {
@@ -367,6 +367,17 @@ impl SqliteStorage {
         };
         stats.first_seen = bound("MIN")?.map(time::from_unix_nanos);
         stats.last_seen = bound("MAX")?.map(time::from_unix_nanos);
+        Ok(Some((stats, timed)))
+    }
+
+    /// Percentiles `ps` of the durations of `function`'s calls that returned, `timed` of them,
+    /// each one walk of the duration index: only those asked for are read.
+    fn returned_percentiles<const N: usize>(
+        &self,
+        function: &str,
+        timed: u64,
+        ps: [u32; N],
+    ) -> rusqlite::Result<[Option<u64>; N]> {
         let of_function = [SqlValue::Text(function.to_owned())];
         let ranked = DurationRanks {
             conn: &self.conn,
@@ -374,11 +385,11 @@ impl SqliteStorage {
             values: &of_function,
             n: timed,
         };
-        stats.p50_ns = ranked.percentile(50)?;
-        stats.p90_ns = ranked.percentile(90)?;
-        stats.p99_ns = ranked.percentile(99)?;
-        stats.max_ns = ranked.percentile(100)?;
-        Ok(stats)
+        let mut values = [None; N];
+        for (value, p) in values.iter_mut().zip(ps) {
+            *value = ranked.percentile(p)?;
+        }
+        Ok(values)
     }
 
     /// The `(build ID, binary)` pairs `function` was recorded from (`function_builds`), in
@@ -639,10 +650,16 @@ impl Storage for SqliteStorage {
             .map_err(&read)?;
         let mut summaries = Vec::with_capacity(functions.len());
         for function in functions {
-            let stats = self.function_stats(&function).map_err(&read)?;
+            let Some((stats, timed)) = self.function_totals(&function).map_err(&read)? else {
+                continue;
+            };
             let (Some(first_seen), Some(last_seen)) = (stats.first_seen, stats.last_seen) else {
                 continue;
             };
+            // The list shows p50 and p99 only: the p90 and maximum walks are not made.
+            let [p50_ns, p99_ns] = self
+                .returned_percentiles(&function, timed, [50, 99])
+                .map_err(&read)?;
             let mut build_ids = Vec::new();
             let mut binaries = Vec::new();
             for (build_id, binary) in self.builds_in_order(&function).map_err(&read)? {
@@ -658,8 +675,8 @@ impl Storage for SqliteStorage {
                 calls: stats.calls,
                 errors: stats.errors,
                 unwound: stats.unwound,
-                p50_ns: stats.p50_ns,
-                p99_ns: stats.p99_ns,
+                p50_ns,
+                p99_ns,
                 first_seen,
                 last_seen,
                 build_ids,
@@ -706,7 +723,13 @@ impl Storage for SqliteStorage {
             ..
         } = query
         {
-            return self.function_stats(function).map_err(read);
+            let Some((mut stats, timed)) = self.function_totals(function).map_err(&read)? else {
+                return Ok(CallStats::default());
+            };
+            [stats.p50_ns, stats.p90_ns, stats.p99_ns, stats.max_ns] = self
+                .returned_percentiles(function, timed, [50, 90, 99, 100])
+                .map_err(read)?;
+            return Ok(stats);
         }
         let (filter, values) = filter(query);
         // Each statement reads one covering index (see migration 0004), not the records.
