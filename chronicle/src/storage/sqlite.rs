@@ -173,13 +173,7 @@ impl SqliteStorage {
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(uri, flags).map_err(open_error)?;
-        let tables = table_names(&conn).map_err(open_error)?;
-        if !is_chronicle_store(&conn).map_err(open_error)? {
-            return Err(StorageError::ForeignDatabase {
-                path: path.to_owned(),
-                tables,
-            });
-        }
+        refuse_foreign(&conn, path, open_error)?;
         let supported = u32::try_from(MIGRATIONS.len()).expect("a few migrations");
         let found = user_version(&conn).map_err(open_error)?;
         let path = path.to_owned();
@@ -222,13 +216,7 @@ impl SqliteStorage {
         // The first statement that reads the file: a file that is not a database fails here.
         // Nothing is written before we know the file is ours: setting WAL mode rewrites the
         // header, and migrations would add tables to another program's database.
-        let tables = table_names(&conn).map_err(open_error)?;
-        if !tables.is_empty() && !is_chronicle_store(&conn).map_err(open_error)? {
-            return Err(StorageError::ForeignDatabase {
-                path: path.to_owned(),
-                tables,
-            });
-        }
+        refuse_foreign(&conn, path, open_error)?;
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
             .map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -453,6 +441,23 @@ fn uri_path(path: &Path) -> String {
         }
     }
     uri
+}
+
+/// Refuses a database that has tables but is not a chronicle store (`ForeignDatabase`);
+/// reading fails with `open_error`'s error.
+fn refuse_foreign(
+    conn: &Connection,
+    path: &Path,
+    open_error: impl Fn(rusqlite::Error) -> StorageError,
+) -> Result<(), StorageError> {
+    let tables = table_names(conn).map_err(&open_error)?;
+    if !tables.is_empty() && !is_chronicle_store(conn).map_err(&open_error)? {
+        return Err(StorageError::ForeignDatabase {
+            path: path.to_owned(),
+            tables,
+        });
+    }
+    Ok(())
 }
 
 /// The tables of a database, by name.
